@@ -1,0 +1,48 @@
+"""The dead letter (contract section 4): what could not be processed, why, and its original bytes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class DeadLetterReason(StrEnum):
+    NOT_UTF8 = "not_utf8"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    TOO_LARGE = "too_large"
+    BAD_BATCH = "bad_batch"
+    SCHEMA = "schema"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
+
+
+class FieldError(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    loc: str
+    msg: str
+    type: str
+
+
+class DeadLetterSource(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    timestamp_ms: int | None
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source: DeadLetterSource
+    index: int | None
+    reason: DeadLetterReason
+    errors: list[FieldError]
+    payload: str | None
+    payload_b64: str | None
+    dead_lettered_at: str

@@ -1,0 +1,29 @@
+"""The ``citystream`` command. Each subcommand lives with the code it drives; this module joins them."""
+
+from __future__ import annotations
+
+import click
+
+from streams import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="citystream")
+def cli() -> None:
+    """citystream: validate city sensor readings from Kafka, aggregate them and write them to InfluxDB.
+
+    Settings come from CITYSTREAM_* environment variables and a .env file; see the README.
+    """
+
+
+def _register() -> None:
+    from streams.localstack import local_command
+    from streams.simulate import simulate_command
+
+    cli.add_command(local_command)
+    cli.add_command(simulate_command)
+
+
+def main() -> None:
+    _register()
+    cli()

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     source_partitions: int = Field(12, ge=1, le=10_000, description="partitions of a source topic the worker creates")
     topic_replication: int = Field(1, ge=1, le=32, description="replication factor of topics the worker creates")
 
+    kafka_session_timeout_s: float = Field(30.0, ge=3, le=600, description="consumer group session timeout: a silent worker's partitions move after this")
+    kafka_rebalance_timeout_s: float = Field(30.0, ge=1, le=600, description="how long a rebalance waits for workers to rejoin")
+
     # validation (contract section 2)
     max_future_s: float = Field(300.0, ge=0, description="a reading's ts may lie this far ahead of the clock")
     max_age_s: float = Field(7 * 86_400.0, gt=0, description="a reading's ts may lie this far behind the clock")

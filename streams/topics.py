@@ -1,0 +1,96 @@
+"""The contract's topics, and creating the missing ones (the broker is never asked to auto-create)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from schemas.readings import SOURCE_TOPICS, SourceKind
+
+log = logging.getLogger(__name__)
+
+DEADLETTER_TOPIC = "city.deadletter.v1"
+ALERTS_TOPIC = "city.alerts.v1"
+
+# A dead letter carries a whole source message (up to 1 MiB, more for a too_large one) as JSON text.
+DEADLETTER_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class BrokerUnavailable(Exception):
+    """The Kafka bootstrap servers did not answer within the startup timeout."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: Mapping[str, str]
+
+
+def contract_topics(source_partitions: int) -> list[TopicSpec]:
+    """Every topic of contract section 1, sized for this deployment."""
+    sources = [TopicSpec(SOURCE_TOPICS[kind], source_partitions, {}) for kind in SourceKind]
+    return [
+        *sources,
+        TopicSpec(DEADLETTER_TOPIC, source_partitions,
+                  {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}),
+        TopicSpec(ALERTS_TOPIC, source_partitions, {}),
+    ]
+
+
+async def ensure_topics(
+    bootstrap_servers: list[str] | str,
+    topics: list[TopicSpec],
+    *,
+    replication: int = 1,
+    timeout_s: float = 60.0,
+    **client_options: object,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created.
+
+    Retries an unreachable broker until ``timeout_s`` has passed, then raises BrokerUnavailable.
+    Another worker creating the same topic at the same moment is not an error.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options)  # type: ignore[arg-type]
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in topics if t.name not in existing]
+            created: list[str] = []
+            for spec in missing:
+                try:
+                    await admin.create_topics(
+                        [NewTopic(spec.name, spec.partitions, replication, topic_configs=dict(spec.config))]
+                    )
+                    created.append(spec.name)
+                    log.info("created topic %s with %d partitions", spec.name, spec.partitions)
+                except TopicAlreadyExistsError:
+                    pass
+            return created
+        except (KafkaConnectionError, OSError, asyncio.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise BrokerUnavailable(
+                    f"Kafka at {bootstrap_servers} did not answer within {timeout_s:.0f} s ({exc}); "
+                    "check CITYSTREAM_KAFKA_BOOTSTRAP and that the broker is running"
+                ) from None
+            log.warning("Kafka at %s not reachable yet (%s); retrying", bootstrap_servers, exc)
+        except KafkaError as exc:
+            if time.monotonic() + delay > deadline:
+                raise BrokerUnavailable(f"Kafka at {bootstrap_servers} refused topic set-up: {exc}") from None
+            log.warning("topic set-up failed (%s); retrying", exc)
+        finally:
+            try:
+                await admin.close()
+            except Exception:  # closing a client that never connected
+                pass
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)

@@ -1,0 +1,100 @@
+"""Settings from the environment and .env, and the messages a misconfiguration gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.settings import ConfigError, load_settings
+from streams.registry import RegistryError, load_registry
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CITYSTREAM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_follow_the_contract() -> None:
+    settings = load_settings()
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.influx_url == "http://127.0.0.1:8086"
+    assert settings.influx_api == "v1"
+    assert settings.influx_db == "city"
+    assert settings.influx_org is None and settings.influx_token is None
+    assert settings.registry is None
+    assert settings.data_dir == Path("./var")
+    assert settings.source_partitions == 12
+
+
+def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("CITYSTREAM_INFLUX_DB=from_dotenv\nCITYSTREAM_SOURCE_PARTITIONS=4\n")
+    monkeypatch.setenv("CITYSTREAM_SOURCE_PARTITIONS", "6")
+    settings = load_settings()
+    assert settings.influx_db == "from_dotenv"
+    assert settings.source_partitions == 6  # the environment wins over .env
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("CITYSTREAM_INFLUX_API", "v3", "CITYSTREAM_INFLUX_API: Input should be 'v1' or 'v2'"),
+        ("CITYSTREAM_KAFKA_BOOTSTRAP", "localhost", "CITYSTREAM_KAFKA_BOOTSTRAP: expected host:port"),
+        ("CITYSTREAM_INFLUX_URL", "influx:8086", "CITYSTREAM_INFLUX_URL: expected an http:// or https:// URL"),
+        ("CITYSTREAM_SOURCE_PARTITIONS", "zero", "CITYSTREAM_SOURCE_PARTITIONS: Input should be a valid integer"),
+        ("CITYSTREAM_REGISTRY", "/nonexistent/registry.yaml", "CITYSTREAM_REGISTRY: no registry file at"),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert expected in str(info.value)
+
+
+def test_v2_needs_org_and_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYSTREAM_INFLUX_API", "v2")
+    monkeypatch.setenv("CITYSTREAM_INFLUX_ORG", "daegu")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "CITYSTREAM_INFLUX_TOKEN" in str(info.value)
+    assert "CITYSTREAM_INFLUX_ORG" not in str(info.value).split("needs", 1)[1]
+
+
+def test_token_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "s3cr3t-token-value"
+    monkeypatch.setenv("CITYSTREAM_INFLUX_TOKEN", secret)
+    monkeypatch.setenv("CITYSTREAM_INFLUX_API", "v2")
+    monkeypatch.setenv("CITYSTREAM_INFLUX_ORG", "daegu")
+    settings = load_settings()
+    assert secret not in repr(settings) and secret not in str(settings)
+    assert settings.influx_token is not None and settings.influx_token.get_secret_value() == secret
+    monkeypatch.setenv("CITYSTREAM_SOURCE_PARTITIONS", "-1")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert secret not in str(info.value)
+
+
+def test_registry_is_read_and_checked(tmp_path: Path) -> None:
+    good = tmp_path / "registry.yaml"
+    good.write_text(
+        "parking_lots:\n  suseong-alpha-1: {capacity: 120, district: suseong, lat: 35.8385, lon: 128.7046}\n"
+        "env_stations:\n  env-jung-03: {district: jung, lat: 35.8690, lon: 128.5933}\n"
+    )
+    registry = load_registry(good)
+    assert registry.lot_capacity("suseong-alpha-1") == 120
+    assert registry.station_district("env-jung-03") == "jung"
+    assert registry.station_district("env-none") is None
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("parking_lots:\n  lot-1: {capacity: 0}\n")
+    with pytest.raises(RegistryError, match=r"parking_lots.lot-1.capacity"):
+        load_registry(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("parking_lots: [\n")
+    with pytest.raises(RegistryError, match="cannot read"):
+        load_registry(broken)

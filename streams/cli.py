@@ -19,9 +19,11 @@ def cli() -> None:
 def _register() -> None:
     from streams.localstack import local_command
     from streams.simulate import simulate_command
+    from streams.worker import worker_command
 
     cli.add_command(local_command)
     cli.add_command(simulate_command)
+    cli.add_command(worker_command)
 
 
 def main() -> None:

@@ -1,0 +1,361 @@
+"""Writing line protocol to InfluxDB: the v1 ``/write`` API and the v2 API (influxdb-client).
+
+A writer sends one batch and says whether it was stored, rejected for good, or failed in a way
+worth retrying. :class:`PointSink` buffers points by size and interval, retries with backoff, and
+runs the callbacks of a batch (offset commits) only once InfluxDB has stored it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiohttp
+from pydantic import SecretStr
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class WriteFailed(Exception):
+    """A write that did not store its points; ``retryable`` says whether sending again may help."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class InfluxUnavailable(Exception):
+    """InfluxDB did not answer within the startup timeout."""
+
+
+class InfluxWriter(Protocol):
+    description: str
+
+    async def open(self) -> None: ...
+    async def ping(self) -> bool: ...
+    async def prepare(self) -> None: ...
+    async def write(self, body: bytes) -> None: ...
+    async def close(self) -> None: ...
+
+
+def _classify(status: int, text: str, retry_after: str | None, what: str) -> WriteFailed:
+    detail = text.strip()[:500]
+    if status == 400:
+        # a parse error or a field type conflict: InfluxDB kept the other lines; sending again
+        # cannot change the answer
+        return WriteFailed(f"{what} rejected points (400): {detail}", status=status, retryable=False)
+    if status == 413:
+        return WriteFailed(f"{what}: request too large (413)", status=status, retryable=False)
+    after = None
+    if retry_after:
+        try:
+            after = float(retry_after)
+        except ValueError:
+            after = None
+    hint = ""
+    if status in (401, 403):
+        hint = " (check CITYSTREAM_INFLUX_TOKEN)"
+    elif status == 404:
+        hint = " (check CITYSTREAM_INFLUX_DB and, for v2, CITYSTREAM_INFLUX_ORG)"
+    return WriteFailed(f"{what} answered {status}{hint}: {detail}", status=status, retryable=True,
+                       retry_after_s=after)
+
+
+class V1Writer:
+    """``POST /write?db=&precision=ms`` with a gzip body: InfluxDB 1.x and the 2.x/3.x v1 endpoints."""
+
+    def __init__(self, url: str, database: str, token: SecretStr | None, timeout_s: float) -> None:
+        self.url = url.rstrip("/")
+        self.database = database
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self.description = f"InfluxDB v1 API at {self.url}, database {database}"
+
+    def _headers(self) -> dict[str, str]:
+        if self._token is None:
+            return {}
+        return {"Authorization": f"Token {self._token.get_secret_value()}"}
+
+    async def open(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers())
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("writer is not open")
+        return self._session
+
+    async def ping(self) -> bool:
+        try:
+            async with self.session.get(f"{self.url}/ping") as response:
+                return response.status in (200, 204)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+    async def prepare(self) -> None:
+        """Create the database when it is missing (InfluxDB 1.x); 2.x/3.x map it to a bucket."""
+        query = f'CREATE DATABASE "{self.database}"'
+        try:
+            async with self.session.post(f"{self.url}/query", data={"q": query}) as response:
+                if response.status != 200:
+                    log.warning("could not create database %s (%s); writes assume it exists",
+                                self.database, response.status)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("could not create database %s: %s", self.database, exc)
+
+    async def write(self, body: bytes) -> None:
+        params = {"db": self.database, "precision": "ms"}
+        data = gzip.compress(body, compresslevel=1)
+        headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
+        try:
+            async with self.session.post(f"{self.url}/write", params=params, data=data,
+                                         headers=headers) as response:
+                if response.status == 204:
+                    return
+                raise _classify(response.status, await response.text(),
+                                response.headers.get("Retry-After"), "InfluxDB")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise WriteFailed(f"InfluxDB at {self.url} unreachable: {exc!r}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class V2Writer:
+    """``/api/v2/write`` through influxdb-client's async client: InfluxDB 2.x, 3.x and Cloud."""
+
+    def __init__(self, url: str, bucket: str, org: str, token: SecretStr, timeout_s: float) -> None:
+        self.url = url.rstrip("/")
+        self.bucket = bucket
+        self.org = org
+        self._token = token
+        self._timeout_ms = int(timeout_s * 1000)
+        self._client: object | None = None
+        self._write_api: object | None = None
+        self.description = f"InfluxDB v2 API at {self.url}, org {org}, bucket {bucket}"
+
+    async def open(self) -> None:
+        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+
+        if self._client is None:
+            client = InfluxDBClientAsync(url=self.url, token=self._token.get_secret_value(), org=self.org,
+                                         timeout=self._timeout_ms, enable_gzip=True)
+            self._client = client
+            self._write_api = client.write_api()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())  # type: ignore[attr-defined]
+        except Exception:  # the client raises many kinds while the server is down
+            return False
+
+    async def prepare(self) -> None:
+        """The bucket is created with the organisation; nothing to do here."""
+
+    async def write(self, body: bytes) -> None:
+        from influxdb_client.client.write_api import WritePrecision
+        from influxdb_client.rest import ApiException
+
+        try:
+            await self._write_api.write(  # type: ignore[attr-defined]
+                bucket=self.bucket, org=self.org, record=body.decode("utf-8"),
+                write_precision=WritePrecision.MS,
+            )
+        except ApiException as exc:
+            headers = exc.headers or {}
+            raise _classify(int(exc.status or 0), str(exc.body or exc.reason or ""),
+                            headers.get("Retry-After"), "InfluxDB") from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise WriteFailed(f"InfluxDB at {self.url} unreachable: {exc!r}") from None
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()  # type: ignore[attr-defined]
+            self._client = None
+
+
+def make_writer(settings: Settings) -> InfluxWriter:
+    if settings.influx_api == "v2":
+        assert settings.influx_org is not None and settings.influx_token is not None  # settings check it
+        return V2Writer(settings.influx_url, settings.influx_db, settings.influx_org,
+                        settings.influx_token, settings.write_timeout_s)
+    return V1Writer(settings.influx_url, settings.influx_db, settings.influx_token, settings.write_timeout_s)
+
+
+async def wait_until_ready(writer: InfluxWriter, timeout_s: float) -> None:
+    """Wait for InfluxDB to answer a ping, for at most ``timeout_s``; then prepare it."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while not await writer.ping():
+        if time.monotonic() + delay > deadline:
+            raise InfluxUnavailable(
+                f"{writer.description} did not answer within {timeout_s:.0f} s; check "
+                "CITYSTREAM_INFLUX_URL and that InfluxDB is running"
+            )
+        log.warning("%s not reachable yet; retrying", writer.description)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    await writer.prepare()
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    base_s: float = 0.25
+    cap_s: float = 15.0
+    attempt: int = 0
+
+    def next_delay(self, floor_s: float | None = None) -> float:
+        self.attempt += 1
+        delay = random.uniform(0, min(self.cap_s, self.base_s * 2 ** self.attempt))
+        return max(delay, floor_s or 0.0)
+
+
+@dataclass
+class _Pending:
+    lines: list[str] = field(default_factory=list)
+    waits: list[Awaitable[object]] = field(default_factory=list)
+    on_durable: list[Callable[[], object]] = field(default_factory=list)
+
+
+@dataclass
+class SinkStats:
+    points_written: int = 0
+    points_rejected: int = 0
+    writes: int = 0
+    write_retries: int = 0
+    write_seconds: float = 0.0
+
+
+class PointSink:
+    """Buffers line-protocol points and writes them in batches, in order, never dropping one.
+
+    ``add`` takes lines plus what must also be durable before the batch counts as done (dead-letter
+    deliveries), and callbacks to run after that (acknowledging the source messages, which lets
+    their offsets be committed). While InfluxDB is down the buffer grows to ``max_pending`` points;
+    ``wait_for_room`` then blocks the caller, which stops consuming.
+    """
+
+    def __init__(self, writer: InfluxWriter, *, batch_size: int, interval_s: float,
+                 max_pending: int) -> None:
+        self.writer = writer
+        self.batch_size = batch_size
+        self.interval_s = interval_s
+        self.max_pending = max_pending
+        self.stats = SinkStats()
+        self._pending = _Pending()
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._flush_lock = asyncio.Lock()
+        self._stopping = False
+
+    @property
+    def pending_points(self) -> int:
+        return len(self._pending.lines) + self._in_flight
+
+    def add(self, lines: list[str], *, waits: list[Awaitable[object]] | None = None,
+            on_durable: Callable[[], object] | None = None) -> None:
+        pending = self._pending
+        pending.lines.extend(lines)
+        if waits:
+            pending.waits.extend(waits)
+        if on_durable is not None:
+            pending.on_durable.append(on_durable)
+        if len(pending.lines) >= self.batch_size:
+            self._wake.set()
+        if self.pending_points >= self.max_pending:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        if not self._room.is_set():
+            await self._room.wait()
+
+    async def run(self) -> None:
+        """Write batches as they fill up or age, until :meth:`stop`."""
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Write what is still buffered (for at most ``timeout_s``) and end :meth:`run`.
+
+        Points not written by then are not lost: their source offsets were not committed, so the
+        next worker to own those partitions reads them again.
+        """
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self.flush(), timeout=timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("stopped with %d points unwritten; they will be read again from Kafka",
+                        self.pending_points)
+
+    async def flush(self) -> None:
+        """Write what is buffered now; returns once it is stored (retrying as long as it takes)."""
+        async with self._flush_lock:
+            batch, self._pending = self._pending, _Pending()
+            self._in_flight = len(batch.lines)
+            try:
+                for start in range(0, len(batch.lines), self.batch_size):
+                    chunk = batch.lines[start:start + self.batch_size]
+                    await self._write_with_retry(chunk)
+                    self._in_flight -= len(chunk)
+                if batch.waits:
+                    await asyncio.gather(*batch.waits)
+            finally:
+                self._in_flight = 0
+            for callback in batch.on_durable:
+                callback()
+            if self.pending_points < self.max_pending:
+                self._room.set()
+
+    async def _write_with_retry(self, lines: list[str]) -> None:
+        body = "\n".join(lines).encode("utf-8")
+        backoff = Backoff()
+        while True:
+            started = time.perf_counter()
+            try:
+                await self.writer.write(body)
+            except WriteFailed as exc:
+                if exc.status == 413 and len(lines) > 1:
+                    half = len(lines) // 2
+                    await self._write_with_retry(lines[:half])
+                    await self._write_with_retry(lines[half:])
+                    return
+                if not exc.retryable:
+                    self.stats.points_rejected += len(lines)
+                    log.error("%s; %d points in that write", exc, len(lines))
+                    return
+                delay = backoff.next_delay(exc.retry_after_s)
+                self.stats.write_retries += 1
+                log.warning("write of %d points failed: %s; retrying in %.1f s", len(lines), exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self.stats.writes += 1
+            self.stats.points_written += len(lines)
+            self.stats.write_seconds += time.perf_counter() - started
+            return

@@ -66,11 +66,18 @@ class _Reading(BaseModel):
 
 
 TAXI_EVENTS: Final = (
-    "NONE", "FCW", "UFCW", "PCW", "LDW_L", "LDW_R", "HMW", "OVERSPEED", "POTHOLE", "OBSTACLE",
+    "NONE",
+    "FCW",
+    "UFCW",
+    "PCW",
+    "LDW_L",
+    "LDW_R",
+    "HMW",
+    "OVERSPEED",
+    "POTHOLE",
+    "OBSTACLE",
 )
-TaxiEvent = Literal[
-    "NONE", "FCW", "UFCW", "PCW", "LDW_L", "LDW_R", "HMW", "OVERSPEED", "POTHOLE", "OBSTACLE"
-]
+TaxiEvent = Literal["NONE", "FCW", "UFCW", "PCW", "LDW_L", "LDW_R", "HMW", "OVERSPEED", "POTHOLE", "OBSTACLE"]
 
 
 class TaxiReading(_Reading):
@@ -103,8 +110,15 @@ class ParkingReading(_Reading):
 
 
 ENV_MEASUREMENTS: Final = (
-    "pm10_ugm3", "pm25_ugm3", "o3_ppm", "no2_ppm", "so2_ppm", "co_ppm",
-    "temp_c", "humidity_pct", "noise_dba",
+    "pm10_ugm3",
+    "pm25_ugm3",
+    "o3_ppm",
+    "no2_ppm",
+    "so2_ppm",
+    "co_ppm",
+    "temp_c",
+    "humidity_pct",
+    "noise_dba",
 )
 
 

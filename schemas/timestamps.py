@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 # RFC 3339 section 5.6: full-date "T" full-time, where full-time requires an offset (Z or +hh:mm).
 # The grammar allows "t", "z" and (by note) a space in place of "T".
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -33,9 +31,7 @@ def parse_rfc3339_ms(text: str) -> int:
         tz = timezone(sign * timedelta(hours=off_h, minutes=off_m))
     micros = int((fraction or "0").ljust(6, "0")[:6])
     # datetime() raises ValueError for impossible dates and times (Feb 30, 25:00, leap second 60).
-    moment = datetime(
-        int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tzinfo=tz
-    )
+    moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micros, tzinfo=tz)
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 

@@ -62,9 +62,7 @@ class SourceMessage:
     timestamp_ms: int | None
 
 
-def decode_message(
-    model: ReadingModel, value: bytes | None, now_ms: int, limits: TimeLimits = TimeLimits()
-) -> Decoded:
+def decode_message(model: ReadingModel, value: bytes | None, now_ms: int, limits: TimeLimits = TimeLimits()) -> Decoded:
     """Judge one message value: a single reading or a ``{"batch": [...]}`` envelope."""
     decoded = Decoded()
     if value is None or len(value) == 0:
@@ -75,9 +73,7 @@ def decode_message(
     if len(value) > MAX_MESSAGE_BYTES:
         text, b64 = _original(value)
         msg = f"{len(value)} bytes is over the {MAX_MESSAGE_BYTES} byte limit of a message"
-        decoded.rejections.append(
-            Rejection(DeadLetterReason.TOO_LARGE, (_error("", msg, "too_large"),), text, b64)
-        )
+        decoded.rejections.append(Rejection(DeadLetterReason.TOO_LARGE, (_error("", msg, "too_large"),), text, b64))
         return decoded
     try:
         document = codec.loads(value)
@@ -85,9 +81,7 @@ def decode_message(
         text, b64 = _original(value)
         if text is None:
             msg = "the message is not valid UTF-8"
-            decoded.rejections.append(
-                Rejection(DeadLetterReason.NOT_UTF8, (_error("", msg, "not_utf8"),), None, b64)
-            )
+            decoded.rejections.append(Rejection(DeadLetterReason.NOT_UTF8, (_error("", msg, "not_utf8"),), None, b64))
         else:
             decoded.rejections.append(
                 Rejection(DeadLetterReason.MALFORMED_JSON, (_error("", str(exc), "json_invalid"),), text)
@@ -184,10 +178,7 @@ def _judge_reading(
             )
         )
     elif -ahead_ms > limits.max_age_ms:
-        msg = (
-            f"ts lies {-ahead_ms / 1000:.0f} s behind the processor's clock "
-            f"(limit {limits.max_age_ms / 1000:.0f} s)"
-        )
+        msg = f"ts lies {-ahead_ms / 1000:.0f} s behind the processor's clock (limit {limits.max_age_ms / 1000:.0f} s)"
         decoded.rejections.append(
             Rejection(
                 DeadLetterReason.STALE_TIMESTAMP,

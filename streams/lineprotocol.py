@@ -62,9 +62,7 @@ def format_line(
     if not fields:
         raise ValueError(f"a point of {measurement} needs at least one field")
     tag_part = "".join(
-        f",{escape_tag(key)}={escaped}"
-        for key, value in sorted(tags.items())
-        if (escaped := escape_tag(value))
+        f",{escape_tag(key)}={escaped}" for key, value in sorted(tags.items()) if (escaped := escape_tag(value))
     )
     field_part = ",".join(f"{escape_tag(key)}={format_field(value)}" for key, value in fields.items())
     return f"{escape_measurement(measurement)}{tag_part} {field_part} {time_ms}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.readings import District, LotId, Latitude, Longitude
+from schemas.readings import District, Latitude, Longitude, LotId
 
 
 class LotInfo(BaseModel):

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     # contract section 8
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port...]")
     influx_url: str = Field("http://127.0.0.1:8086", description="InfluxDB base URL")
-    influx_api: Literal["v1", "v2"] = Field("v1", description="v1 (/write, /query) or v2 (/api/v2/write via influxdb-client)")
+    influx_api: Literal["v1", "v2"] = Field(
+        "v1", description="v1 (/write, /query) or v2 (/api/v2/write via influxdb-client)"
+    )
     influx_db: str = Field("city", min_length=1, description="v1 database, or v2 bucket")
     influx_org: str | None = Field(None, description="v2 organisation")
     influx_token: SecretStr | None = Field(None, description="v1 token/password or v2 API token; never logged")
@@ -45,8 +47,12 @@ class Settings(BaseSettings):
     source_partitions: int = Field(12, ge=1, le=10_000, description="partitions of a source topic the worker creates")
     topic_replication: int = Field(1, ge=1, le=32, description="replication factor of topics the worker creates")
 
-    kafka_session_timeout_s: float = Field(30.0, ge=3, le=600, description="consumer group session timeout: a silent worker's partitions move after this")
-    kafka_rebalance_timeout_s: float = Field(30.0, ge=1, le=600, description="how long a rebalance waits for workers to rejoin")
+    kafka_session_timeout_s: float = Field(
+        30.0, ge=3, le=600, description="consumer group session timeout: a silent worker's partitions move after this"
+    )
+    kafka_rebalance_timeout_s: float = Field(
+        30.0, ge=1, le=600, description="how long a rebalance waits for workers to rejoin"
+    )
 
     # validation (contract section 2)
     max_future_s: float = Field(300.0, ge=0, description="a reading's ts may lie this far ahead of the clock")

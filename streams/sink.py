@@ -8,6 +8,7 @@ runs the callbacks of a batch (offset commits) only once InfluxDB has stored it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import random
@@ -29,8 +30,9 @@ RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 class WriteFailed(Exception):
     """A write that did not store its points; ``retryable`` says whether sending again may help."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True,
-                 retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, retryable: bool = True, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
@@ -70,8 +72,7 @@ def _classify(status: int, text: str, retry_after: str | None, what: str) -> Wri
         hint = " (check CITYSTREAM_INFLUX_TOKEN)"
     elif status == 404:
         hint = " (check CITYSTREAM_INFLUX_DB and, for v2, CITYSTREAM_INFLUX_ORG)"
-    return WriteFailed(f"{what} answered {status}{hint}: {detail}", status=status, retryable=True,
-                       retry_after_s=after)
+    return WriteFailed(f"{what} answered {status}{hint}: {detail}", status=status, retryable=True, retry_after_s=after)
 
 
 class V1Writer:
@@ -104,7 +105,7 @@ class V1Writer:
         try:
             async with self.session.get(f"{self.url}/ping") as response:
                 return response.status in (200, 204)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
     async def prepare(self) -> None:
@@ -113,9 +114,10 @@ class V1Writer:
         try:
             async with self.session.post(f"{self.url}/query", data={"q": query}) as response:
                 if response.status != 200:
-                    log.warning("could not create database %s (%s); writes assume it exists",
-                                self.database, response.status)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                    log.warning(
+                        "could not create database %s (%s); writes assume it exists", self.database, response.status
+                    )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("could not create database %s: %s", self.database, exc)
 
     async def write(self, body: bytes) -> None:
@@ -123,13 +125,11 @@ class V1Writer:
         data = gzip.compress(body, compresslevel=1)
         headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
         try:
-            async with self.session.post(f"{self.url}/write", params=params, data=data,
-                                         headers=headers) as response:
+            async with self.session.post(f"{self.url}/write", params=params, data=data, headers=headers) as response:
                 if response.status == 204:
                     return
-                raise _classify(response.status, await response.text(),
-                                response.headers.get("Retry-After"), "InfluxDB")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise _classify(response.status, await response.text(), response.headers.get("Retry-After"), "InfluxDB")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise WriteFailed(f"InfluxDB at {self.url} unreachable: {exc!r}") from None
 
     async def close(self) -> None:
@@ -155,8 +155,13 @@ class V2Writer:
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
         if self._client is None:
-            client = InfluxDBClientAsync(url=self.url, token=self._token.get_secret_value(), org=self.org,
-                                         timeout=self._timeout_ms, enable_gzip=True)
+            client = InfluxDBClientAsync(
+                url=self.url,
+                token=self._token.get_secret_value(),
+                org=self.org,
+                timeout=self._timeout_ms,
+                enable_gzip=True,
+            )
             self._client = client
             self._write_api = client.write_api()
 
@@ -175,14 +180,17 @@ class V2Writer:
 
         try:
             await self._write_api.write(  # type: ignore[attr-defined]
-                bucket=self.bucket, org=self.org, record=body.decode("utf-8"),
+                bucket=self.bucket,
+                org=self.org,
+                record=body.decode("utf-8"),
                 write_precision=WritePrecision.MS,
             )
         except ApiException as exc:
             headers = exc.headers or {}
-            raise _classify(int(exc.status or 0), str(exc.body or exc.reason or ""),
-                            headers.get("Retry-After"), "InfluxDB") from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise _classify(
+                int(exc.status or 0), str(exc.body or exc.reason or ""), headers.get("Retry-After"), "InfluxDB"
+            ) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise WriteFailed(f"InfluxDB at {self.url} unreachable: {exc!r}") from None
 
     async def close(self) -> None:
@@ -194,8 +202,13 @@ class V2Writer:
 def make_writer(settings: Settings) -> InfluxWriter:
     if settings.influx_api == "v2":
         assert settings.influx_org is not None and settings.influx_token is not None  # settings check it
-        return V2Writer(settings.influx_url, settings.influx_db, settings.influx_org,
-                        settings.influx_token, settings.write_timeout_s)
+        return V2Writer(
+            settings.influx_url,
+            settings.influx_db,
+            settings.influx_org,
+            settings.influx_token,
+            settings.write_timeout_s,
+        )
     return V1Writer(settings.influx_url, settings.influx_db, settings.influx_token, settings.write_timeout_s)
 
 
@@ -225,7 +238,7 @@ class Backoff:
 
     def next_delay(self, floor_s: float | None = None) -> float:
         self.attempt += 1
-        delay = random.uniform(0, min(self.cap_s, self.base_s * 2 ** self.attempt))
+        delay = random.uniform(0, min(self.cap_s, self.base_s * 2**self.attempt))
         return max(delay, floor_s or 0.0)
 
 
@@ -254,8 +267,7 @@ class PointSink:
     ``wait_for_room`` then blocks the caller, which stops consuming.
     """
 
-    def __init__(self, writer: InfluxWriter, *, batch_size: int, interval_s: float,
-                 max_pending: int) -> None:
+    def __init__(self, writer: InfluxWriter, *, batch_size: int, interval_s: float, max_pending: int) -> None:
         self.writer = writer
         self.batch_size = batch_size
         self.interval_s = interval_s
@@ -273,8 +285,13 @@ class PointSink:
     def pending_points(self) -> int:
         return len(self._pending.lines) + self._in_flight
 
-    def add(self, lines: list[str], *, waits: list[Awaitable[object]] | None = None,
-            on_durable: Callable[[], object] | None = None) -> None:
+    def add(
+        self,
+        lines: list[str],
+        *,
+        waits: list[Awaitable[object]] | None = None,
+        on_durable: Callable[[], object] | None = None,
+    ) -> None:
         pending = self._pending
         pending.lines.extend(lines)
         if waits:
@@ -293,10 +310,8 @@ class PointSink:
     async def run(self) -> None:
         """Write batches as they fill up or age, until :meth:`stop`."""
         while not self._stopping:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
-            except asyncio.TimeoutError:
-                pass
             self._wake.clear()
             await self.flush()
 
@@ -310,9 +325,8 @@ class PointSink:
         self._wake.set()
         try:
             await asyncio.wait_for(self.flush(), timeout=timeout_s)
-        except asyncio.TimeoutError:
-            log.warning("stopped with %d points unwritten; they will be read again from Kafka",
-                        self.pending_points)
+        except TimeoutError:
+            log.warning("stopped with %d points unwritten; they will be read again from Kafka", self.pending_points)
 
     async def flush(self) -> None:
         """Write what is buffered now; returns once it is stored (retrying as long as it takes)."""
@@ -321,7 +335,7 @@ class PointSink:
             self._in_flight = len(batch.lines)
             try:
                 for start in range(0, len(batch.lines), self.batch_size):
-                    chunk = batch.lines[start:start + self.batch_size]
+                    chunk = batch.lines[start : start + self.batch_size]
                     await self._write_with_retry(chunk)
                     self._in_flight -= len(chunk)
                 if batch.waits:

@@ -21,7 +21,9 @@ def cell_of(lat: float, lon: float) -> str:
 
 def raw_point(reading: TaxiReading, registry: Registry) -> str:
     # tags in key order; device_id, event and cell never need escaping (contract charset, hex)
-    fields = f"lat={format_float(reading.lat)},lon={format_float(reading.lon)},speed_kmh={format_float(reading.speed_kmh)}"
+    fields = (
+        f"lat={format_float(reading.lat)},lon={format_float(reading.lon)},speed_kmh={format_float(reading.speed_kmh)}"
+    )
     if reading.heading_deg is not None:
         fields += f",heading_deg={format_float(reading.heading_deg)}"
     if reading.headway_s is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -38,8 +39,7 @@ def contract_topics(source_partitions: int) -> list[TopicSpec]:
     sources = [TopicSpec(SOURCE_TOPICS[kind], source_partitions, {}) for kind in SourceKind]
     return [
         *sources,
-        TopicSpec(DEADLETTER_TOPIC, source_partitions,
-                  {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}),
+        TopicSpec(DEADLETTER_TOPIC, source_partitions, {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}),
         TopicSpec(ALERTS_TOPIC, source_partitions, {}),
     ]
 
@@ -76,7 +76,7 @@ async def ensure_topics(
                 except TopicAlreadyExistsError:
                     pass
             return created
-        except (KafkaConnectionError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaConnectionError, OSError) as exc:
             if time.monotonic() + delay > deadline:
                 raise BrokerUnavailable(
                     f"Kafka at {bootstrap_servers} did not answer within {timeout_s:.0f} s ({exc}); "
@@ -88,9 +88,7 @@ async def ensure_topics(
                 raise BrokerUnavailable(f"Kafka at {bootstrap_servers} refused topic set-up: {exc}") from None
             log.warning("topic set-up failed (%s); retrying", exc)
         finally:
-            try:
+            with contextlib.suppress(Exception):  # closing a client that never connected
                 await admin.close()
-            except Exception:  # closing a client that never connected
-                pass
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)

@@ -49,8 +49,9 @@ class IngestStats:
 class Ingestor:
     """Turns source messages into raw points and dead letters."""
 
-    def __init__(self, registry: Registry, limits: TimeLimits,
-                 clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+    def __init__(
+        self, registry: Registry, limits: TimeLimits, clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+    ) -> None:
         self.registry = registry
         self.limits = limits
         self.clock_ms = clock_ms

@@ -63,8 +63,14 @@ class Runtime:
 
     def _attach(self, stream: SourceStream[Any]) -> None:
         app, ingestor, sink = self.app, self.ingestor, self.sink
-        topic = app.topic(stream.topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                          value_serializer="raw", partitions=self.settings.source_partitions)
+        topic = app.topic(
+            stream.topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.settings.source_partitions,
+        )
 
         async def ingest(events: faust.StreamT) -> None:
             # acks are manual: a message is acknowledged (and its offset committed) only once its
@@ -72,7 +78,10 @@ class Runtime:
             async for event in events.noack().events():
                 message = event.message
                 source = SourceMessage(
-                    message.topic, message.partition, message.offset, message.key,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
                     int(message.timestamp * 1000) if message.timestamp else None,
                 )
                 outcome = ingestor.ingest(stream, source, message.value)
@@ -88,8 +97,12 @@ class Runtime:
     async def preflight(self) -> None:
         """Create missing topics and wait for InfluxDB, each for at most the startup timeout."""
         settings = self.settings
-        await ensure_topics(settings.bootstrap_servers, contract_topics(settings.source_partitions),
-                            replication=settings.topic_replication, timeout_s=settings.startup_timeout_s)
+        await ensure_topics(
+            settings.bootstrap_servers,
+            contract_topics(settings.source_partitions),
+            replication=settings.topic_replication,
+            timeout_s=settings.startup_timeout_s,
+        )
         await self.writer.open()
         await wait_until_ready(self.writer, settings.startup_timeout_s)
 

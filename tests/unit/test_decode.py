@@ -37,7 +37,13 @@ def env(**overrides: object) -> dict[str, object]:
 
 
 def parking(**overrides: object) -> dict[str, object]:
-    reading: dict[str, object] = {"device_id": "pk-1", "ts": NOW, "lot_id": "suseong-alpha-1", "spot_id": "A001", "occupied": True}
+    reading: dict[str, object] = {
+        "device_id": "pk-1",
+        "ts": NOW,
+        "lot_id": "suseong-alpha-1",
+        "spot_id": "A001",
+        "occupied": True,
+    }
     reading.update(overrides)
     return reading
 
@@ -76,8 +82,17 @@ def test_event_time_forms(ts: object, expected_ms: int) -> None:
 
 @pytest.mark.parametrize(
     "ts",
-    ["2026-11-21T21:20:00", "2026-11-21", "2026-02-30T00:00:00Z", "2026-11-21T21:20:00+25:00",
-     "yesterday", 1.7953e12, True, None, [NOW]],
+    [
+        "2026-11-21T21:20:00",
+        "2026-11-21",
+        "2026-02-30T00:00:00Z",
+        "2026-11-21T21:20:00+25:00",
+        "yesterday",
+        1.7953e12,
+        True,
+        None,
+        [NOW],
+    ],
 )
 def test_bad_event_time_is_a_schema_error(ts: object) -> None:
     decoded = decode(EnvReading, env(ts=ts))
@@ -91,8 +106,9 @@ def test_future_and_stale_limits_are_configurable() -> None:
     assert decode(EnvReading, env(ts=NOW + 300_000)).rejections == []
     behind = decode(EnvReading, env(ts=NOW - 7 * 86_400_000 - 1))
     assert reasons(behind) == ["stale_timestamp"]
-    wide = decode_message(EnvReading, orjson.dumps(env(ts=NOW + 3_600_000)), NOW,
-                          TimeLimits(max_future_ms=7_200_000, max_age_ms=1000))
+    wide = decode_message(
+        EnvReading, orjson.dumps(env(ts=NOW + 3_600_000)), NOW, TimeLimits(max_future_ms=7_200_000, max_age_ms=1000)
+    )
     assert wide.rejections == [] and len(wide.readings) == 1
 
 
@@ -191,7 +207,10 @@ def test_batch_elements_are_judged_one_by_one() -> None:
     decoded = decode(EnvReading, {"batch": elements})
     assert [r.seq for r in decoded.readings] == [1, 2]  # type: ignore[union-attr]
     assert [(r.index, r.reason.value) for r in decoded.rejections] == [
-        (1, "not_an_object"), (2, "schema"), (3, "future_timestamp"), (5, "stale_timestamp"),
+        (1, "not_an_object"),
+        (2, "schema"),
+        (3, "future_timestamp"),
+        (5, "stale_timestamp"),
     ]
     assert orjson.loads(decoded.rejections[1].payload) == elements[2]
     assert decoded.rejections[0].payload == '"oops"'
@@ -208,12 +227,18 @@ def test_dead_letter_document() -> None:
     source = SourceMessage("city.env.v1", 3, 1234, b"env-jung-03", 1_795_000_000_000)
     document = orjson.loads(encode_dead_letter(dead_letter(source, rejection, NOW + 1120)))
     assert document == {
-        "source": {"topic": "city.env.v1", "partition": 3, "offset": 1234, "key": "env-jung-03",
-                   "timestamp_ms": 1_795_000_000_000},
+        "source": {
+            "topic": "city.env.v1",
+            "partition": 3,
+            "offset": 1234,
+            "key": "env-jung-03",
+            "timestamp_ms": 1_795_000_000_000,
+        },
         "index": None,
         "reason": "schema",
-        "errors": [{"loc": "pm25_ugm3", "msg": "Input should be less than or equal to 1000",
-                    "type": "less_than_equal"}],
+        "errors": [
+            {"loc": "pm25_ugm3", "msg": "Input should be less than or equal to 1000", "type": "less_than_equal"}
+        ],
         "payload": value.decode(),
         "payload_b64": None,
         "dead_lettered_at": "2026-11-21T21:20:01.120Z",
@@ -233,11 +258,17 @@ _json_values = st.recursive(
     max_leaves=20,
 )
 _reading_like = st.fixed_dictionaries(
-    {"device_id": st.one_of(st.just("taxi-1"), st.text(max_size=70)),
-     "ts": st.one_of(st.integers(NOW - 10**10, NOW + 10**10), st.text(max_size=40), st.just("2026-11-21T21:00:00Z")),
-     "lat": st.one_of(st.floats(-100, 100), st.text(max_size=4)),
-     "lon": st.floats(-200, 200), "speed_kmh": st.floats(-10, 400), "pm25_ugm3": st.floats(-1, 1500),
-     "lot_id": st.text(max_size=5), "spot_id": st.just("A1"), "occupied": st.booleans()},
+    {
+        "device_id": st.one_of(st.just("taxi-1"), st.text(max_size=70)),
+        "ts": st.one_of(st.integers(NOW - 10**10, NOW + 10**10), st.text(max_size=40), st.just("2026-11-21T21:00:00Z")),
+        "lat": st.one_of(st.floats(-100, 100), st.text(max_size=4)),
+        "lon": st.floats(-200, 200),
+        "speed_kmh": st.floats(-10, 400),
+        "pm25_ugm3": st.floats(-1, 1500),
+        "lot_id": st.text(max_size=5),
+        "spot_id": st.just("A1"),
+        "occupied": st.booleans(),
+    },
     optional={"event": st.sampled_from(["NONE", "FCW", "X"]), "seq": st.integers(-3, 10**20)},
 )
 
@@ -260,8 +291,14 @@ def test_any_bytes_give_readings_or_dead_letters(value: bytes, model) -> None:  
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(_json_values, _reading_like, st.fixed_dictionaries({"batch": st.lists(_reading_like | _json_values, max_size=5)})),
-       st.sampled_from([TaxiReading, ParkingReading, EnvReading]))
+@given(
+    st.one_of(
+        _json_values,
+        _reading_like,
+        st.fixed_dictionaries({"batch": st.lists(_reading_like | _json_values, max_size=5)}),
+    ),
+    st.sampled_from([TaxiReading, ParkingReading, EnvReading]),
+)
 def test_any_json_gives_readings_or_dead_letters(document: object, model) -> None:  # type: ignore[no-untyped-def]
     try:
         value = orjson.dumps(document)

@@ -66,8 +66,12 @@ def test_field_types() -> None:
 
 
 def test_format_line_sorts_tags_and_drops_empty_ones() -> None:
-    line = format_line("alerts", {"status": "raised", "kind": "air.pm25_advisory", "severity": ""},
-                       {"value": 81.4, "message": 'PM2.5 "x"'}, TS)
+    line = format_line(
+        "alerts",
+        {"status": "raised", "kind": "air.pm25_advisory", "severity": ""},
+        {"value": 81.4, "message": 'PM2.5 "x"'},
+        TS,
+    )
     assert line == f'alerts,kind=air.pm25_advisory,status=raised value=81.4,message="PM2.5 \\"x\\"" {TS}'
     with pytest.raises(ValueError):
         format_line("m", {}, {}, TS)
@@ -75,21 +79,35 @@ def test_format_line_sorts_tags_and_drops_empty_ones() -> None:
 
 def test_taxi_point_has_the_h3_cell_and_optional_fields() -> None:
     reading = TaxiReading.model_validate(
-        {"device_id": "taxi-0001", "ts": TS, "lat": 35.8714, "lon": 128.6014, "speed_kmh": 42,
-         "event": "FCW", "ttc_s": 1.8}
+        {
+            "device_id": "taxi-0001",
+            "ts": TS,
+            "lat": 35.8714,
+            "lon": 128.6014,
+            "speed_kmh": 42,
+            "event": "FCW",
+            "ttc_s": 1.8,
+        }
     )
     cell = h3.latlng_to_cell(35.8714, 128.6014, 9)
     assert h3.get_resolution(cell) == 9
     assert taxi.raw_point(reading, Registry()) == (
-        f"taxi_adas,cell={cell},device_id=taxi-0001,event=FCW "
-        f"lat=35.8714,lon=128.6014,speed_kmh=42.0,ttc_s=1.8 {TS}"
+        f"taxi_adas,cell={cell},device_id=taxi-0001,event=FCW lat=35.8714,lon=128.6014,speed_kmh=42.0,ttc_s=1.8 {TS}"
     )
 
 
 def test_parking_point_writes_occupied_as_integer() -> None:
     reading = ParkingReading.model_validate(
-        {"device_id": "pk-1", "ts": TS, "lot_id": "suseong-alpha-1", "spot_id": "A001",
-         "occupied": False, "battery_v": 3.4, "rssi_dbm": -112, "kind": "heartbeat"}
+        {
+            "device_id": "pk-1",
+            "ts": TS,
+            "lot_id": "suseong-alpha-1",
+            "spot_id": "A001",
+            "occupied": False,
+            "battery_v": 3.4,
+            "rssi_dbm": -112,
+            "kind": "heartbeat",
+        }
     )
     assert parking.raw_point(reading, Registry()) == (
         f"parking,lot_id=suseong-alpha-1,spot_id=A001 occupied=0i,battery_v=3.4,rssi_dbm=-112.0 {TS}"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import ConfigError, load_settings
 from streams.registry import RegistryError, load_registry
+from streams.settings import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,9 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("CITYSTREAM_REGISTRY", "/nonexistent/registry.yaml", "CITYSTREAM_REGISTRY: no registry file at"),
     ],
 )
-def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str) -> None:
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as info:
         load_settings()

@@ -1,0 +1,83 @@
+"""Session fixtures: real servers on loopback ports chosen at run time, data in temporary folders.
+
+* ``kafka_bootstrap``: a Tansu broker (Kafka protocol, in memory; topics are NOT auto-created:
+  create them with aiokafka's admin client). Yields ``"127.0.0.1:PORT"``.
+* ``influxdb``: InfluxDB 1.6.7 (v1 API only). Yields the :class:`ManagedService` handle
+  (``.url``, ``.stop()``, ``.start()``, ``.kill()``) for outage tests; the data survives a restart.
+  No database is created: call ``streams.localstack.create_database(url, name)``.
+* ``influx_url``: the InfluxDB base URL, ``"http://127.0.0.1:PORT"``.
+* ``victoria_metrics``: VictoriaMetrics (accepts ``/api/v2/write``). Yields its base URL.
+
+A missing server binary fails the fixture (it does not skip): the tests need the real servers,
+installed by ``citystream local install --victoria-metrics``. A test that stops a session service
+and does not start it again gets it restarted after it, so later tests still find it running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from streams import localstack
+from streams.localstack import ManagedService, MissingBinaryError, free_port
+
+INSTALL_HINT = "run `citystream local install --victoria-metrics`"
+
+_session_services: list[ManagedService] = []
+
+
+@contextmanager
+def _serve(
+    tmp_path_factory: pytest.TempPathFactory,
+    factory: Callable[[int, Path], ManagedService],
+    folder: str,
+) -> Iterator[ManagedService]:
+    service = factory(free_port(), tmp_path_factory.mktemp(folder))
+    missing = None
+    try:
+        service.start(timeout=60)
+    except MissingBinaryError as exc:
+        missing = str(exc)
+    if missing is not None:  # fail (not skip): the tests need the real servers
+        pytest.fail(f"{missing}\n{INSTALL_HINT}", pytrace=False)
+    _session_services.append(service)
+    try:
+        yield service
+    finally:
+        _session_services.remove(service)
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _serve(tmp_path_factory, localstack.tansu, "tansu") as service:
+        yield service.address
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedService]:
+    with _serve(tmp_path_factory, localstack.influxdb, "influxdb") as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def influx_url(influxdb: ManagedService) -> str:
+    return influxdb.url
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _serve(tmp_path_factory, localstack.victoria_metrics, "victoria-metrics") as service:
+        yield service.url
+
+
+@pytest.fixture(autouse=True)
+def _restart_stopped_services() -> Iterator[None]:
+    """After each test, start again any session service the test left stopped or killed."""
+    yield
+    for service in list(_session_services):
+        if not service.is_running():
+            service.start(timeout=60)

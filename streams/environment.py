@@ -23,4 +23,4 @@ def raw_point(reading: EnvReading, registry: Registry) -> str:
     return f"environment,device_id={reading.device_id},district={district} {fields} {reading.ts}"
 
 
-STREAM: Final = SourceStream(kind=SourceKind.ENVIRONMENT, model=EnvReading, raw_point=raw_point)  # type: ignore[arg-type]
+STREAM: Final = SourceStream(kind=SourceKind.ENVIRONMENT, model=EnvReading, raw_point=raw_point)

@@ -22,4 +22,4 @@ def raw_point(reading: ParkingReading, registry: Registry) -> str:
     return f"parking,lot_id={reading.lot_id},spot_id={reading.spot_id} {fields} {reading.ts}"
 
 
-STREAM: Final = SourceStream(kind=SourceKind.PARKING, model=ParkingReading, raw_point=raw_point)  # type: ignore[arg-type]
+STREAM: Final = SourceStream(kind=SourceKind.PARKING, model=ParkingReading, raw_point=raw_point)

@@ -13,9 +13,9 @@ import gzip
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from pydantic import SecretStr
@@ -147,8 +147,8 @@ class V2Writer:
         self.org = org
         self._token = token
         self._timeout_ms = int(timeout_s * 1000)
-        self._client: object | None = None
-        self._write_api: object | None = None
+        self._client: Any = None
+        self._write_api: Any = None
         self.description = f"InfluxDB v2 API at {self.url}, org {org}, bucket {bucket}"
 
     async def open(self) -> None:
@@ -167,7 +167,7 @@ class V2Writer:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._client.ping())  # type: ignore[attr-defined]
+            return bool(await self._client.ping())
         except Exception:  # the client raises many kinds while the server is down
             return False
 
@@ -179,14 +179,14 @@ class V2Writer:
         from influxdb_client.rest import ApiException
 
         try:
-            await self._write_api.write(  # type: ignore[attr-defined]
+            await self._write_api.write(
                 bucket=self.bucket,
                 org=self.org,
                 record=body.decode("utf-8"),
                 write_precision=WritePrecision.MS,
             )
         except ApiException as exc:
-            headers = exc.headers or {}
+            headers: Mapping[str, str] = exc.headers or {}
             raise _classify(
                 int(exc.status or 0), str(exc.body or exc.reason or ""), headers.get("Retry-After"), "InfluxDB"
             ) from None
@@ -195,7 +195,7 @@ class V2Writer:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.close()  # type: ignore[attr-defined]
+            await self._client.close()
             self._client = None
 
 
@@ -289,7 +289,7 @@ class PointSink:
         self,
         lines: list[str],
         *,
-        waits: list[Awaitable[object]] | None = None,
+        waits: Sequence[Awaitable[object]] | None = None,
         on_durable: Callable[[], object] | None = None,
     ) -> None:
         pending = self._pending

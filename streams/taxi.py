@@ -34,4 +34,4 @@ def raw_point(reading: TaxiReading, registry: Registry) -> str:
     return f"taxi_adas,cell={cell},device_id={reading.device_id},event={reading.event} {fields} {reading.ts}"
 
 
-STREAM: Final = SourceStream(kind=SourceKind.TAXI, model=TaxiReading, raw_point=raw_point)  # type: ignore[arg-type]
+STREAM: Final = SourceStream(kind=SourceKind.TAXI, model=TaxiReading, raw_point=raw_point)

@@ -60,7 +60,7 @@ async def ensure_topics(
     deadline = time.monotonic() + timeout_s
     delay = 0.2
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options)  # type: ignore[arg-type]
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options)
         try:
             await admin.start()
             existing = set(await admin.list_topics())

@@ -75,7 +75,7 @@ class Runtime:
         async def ingest(events: faust.StreamT) -> None:
             # acks are manual: a message is acknowledged (and its offset committed) only once its
             # points are stored in InfluxDB and its dead letters are on the dead-letter topic
-            async for event in events.noack().events():
+            async for event in events.noack().events():  # type: ignore[attr-defined]
                 message = event.message
                 source = SourceMessage(
                     message.topic,

@@ -58,6 +58,19 @@ class Settings(BaseSettings):
     max_future_s: float = Field(300.0, ge=0, description="a reading's ts may lie this far ahead of the clock")
     max_age_s: float = Field(7 * 86_400.0, gt=0, description="a reading's ts may lie this far behind the clock")
 
+    # event-time windows (contract section 3)
+    window_short_s: int = Field(60, ge=1, le=3600, description="length of the short windows (the *_1m measurements)")
+    window_long_s: int = Field(3600, ge=60, le=86_400, description="length of the long windows (environment_1h)")
+    window_grace_s: float = Field(
+        30.0, ge=0, le=3600, description="how long past its end a window waits for late readings before it is final"
+    )
+    max_lateness_s: float = Field(
+        600.0, ge=0, le=7 * 86_400, description="how far behind the watermark a reading still revises an aggregate"
+    )
+    checkpoint_interval_s: float = Field(
+        2.0, gt=0, le=300, description="how often windows are written, state saved and offsets committed"
+    )
+
     # InfluxDB writes
     write_batch_size: int = Field(5_000, ge=1, le=1_000_000, description="points per InfluxDB write")
     write_interval_s: float = Field(1.0, gt=0, le=60, description="longest wait before buffered points are written")
@@ -103,6 +116,14 @@ class Settings(BaseSettings):
             ]
             if missing:
                 raise ValueError(f"CITYSTREAM_INFLUX_API=v2 needs {' and '.join(missing)}")
+        return self
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> Settings:
+        if self.window_long_s % self.window_short_s:
+            raise ValueError("CITYSTREAM_WINDOW_LONG_S must be a multiple of CITYSTREAM_WINDOW_SHORT_S")
+        if self.max_lateness_s < self.window_grace_s:
+            raise ValueError("CITYSTREAM_MAX_LATENESS_S must be at least CITYSTREAM_WINDOW_GRACE_S")
         return self
 
     @property

@@ -1,17 +1,31 @@
-"""Taxi ADAS stream (``city.taxi.adas.v1``): raw points of measurement ``taxi_adas``."""
+"""Taxi ADAS stream (``city.taxi.adas.v1``): raw points ``taxi_adas`` and 1-minute windows per H3 cell.
+
+A cell's readings come from taxis in every source partition, so the source agent forwards each
+valid reading, reduced to a :class:`TaxiFix`, to an internal topic keyed by cell; the windows of
+``taxi_adas_1m`` are kept per partition of that topic.
+"""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 import h3
 
 from schemas.readings import SourceKind, TaxiReading
 from streams.lineprotocol import format_float
 from streams.registry import Registry
+from streams.windows import Stats, WindowedAggregate, WindowPolicy, window_start
 from streams.wiring import SourceStream
 
 H3_RESOLUTION: Final = 9
+
+# counters of taxi_adas_1m, by event; LDW_L and LDW_R count together as ldw
+EVENT_COUNTERS: Final = {
+    "FCW": "fcw", "UFCW": "ufcw", "PCW": "pcw", "LDW_L": "ldw", "LDW_R": "ldw", "HMW": "hmw",
+    "OVERSPEED": "overspeed", "POTHOLE": "pothole", "OBSTACLE": "obstacle",
+}  # fmt: skip
+COUNTERS: Final = ("fcw", "ufcw", "pcw", "ldw", "hmw", "overspeed", "pothole", "obstacle")
+_COUNTER_INDEX: Final = {name: i for i, name in enumerate(COUNTERS)}
 
 
 def cell_of(lat: float, lon: float) -> str:
@@ -32,6 +46,100 @@ def raw_point(reading: TaxiReading, registry: Registry) -> str:
         fields += f",ttc_s={format_float(reading.ttc_s)}"
     cell = cell_of(reading.lat, reading.lon)
     return f"taxi_adas,cell={cell},device_id={reading.device_id},event={reading.event} {fields} {reading.ts}"
+
+
+class TaxiFix(NamedTuple):
+    """A taxi reading reduced to what the cell windows need."""
+
+    device_id: str
+    ts: int
+    seq: int | None
+    cell: str
+    speed_kmh: float
+    event: str
+
+    @classmethod
+    def of(cls, reading: TaxiReading) -> TaxiFix:
+        return cls(
+            reading.device_id,
+            reading.ts,
+            reading.seq,
+            cell_of(reading.lat, reading.lon),
+            reading.speed_kmh,
+            reading.event,
+        )
+
+
+def partition_key(fix: TaxiFix) -> str:
+    return fix.cell
+
+
+class CellWindow:
+    __slots__ = ("counts", "readings", "speed", "taxis")
+
+    def __init__(self) -> None:
+        self.readings = 0
+        self.taxis: set[str] = set()
+        self.speed = Stats()
+        self.counts = [0] * len(COUNTERS)
+
+
+class TaxiCellAggregate(WindowedAggregate):
+    """``taxi_adas_1m``: per H3 cell and minute, readings, distinct taxis, speeds and warnings."""
+
+    kind = "taxi"
+
+    def __init__(self, policy: WindowPolicy, registry: Registry | None = None) -> None:
+        super().__init__(policy)
+        self.windows: dict[tuple[int, str], CellWindow] = {}
+        self.dirty: set[tuple[int, str]] = set()
+
+    def _fold(self, fix: TaxiFix) -> None:
+        key = (window_start(fix.ts, self.policy.short_ms), fix.cell)
+        window = self.windows.get(key)
+        if window is None:
+            window = self.windows[key] = CellWindow()
+        window.readings += 1
+        window.taxis.add(fix.device_id)
+        window.speed.add(fix.speed_kmh)
+        counter = EVENT_COUNTERS.get(fix.event)
+        if counter is not None:
+            window.counts[_COUNTER_INDEX[counter]] += 1
+        self.dirty.add(key)
+
+    def _lines(self) -> list[str]:
+        lines = []
+        for key in sorted(self.dirty):
+            window = self.windows.get(key)
+            if window is None:
+                continue
+            start, cell = key
+            counts = ",".join(f"{name}={count}i" for name, count in zip(COUNTERS, window.counts, strict=True))
+            speed = window.speed
+            lines.append(
+                f"taxi_adas_1m,cell={cell} readings={window.readings}i,taxis={len(window.taxis)}i,"
+                f"speed_mean={format_float(speed.mean)},speed_min={format_float(speed.low)},"
+                f"speed_max={format_float(speed.high)},{counts} {start}"
+            )
+        self.dirty.clear()
+        return lines
+
+    def _evict(self, horizon_ms: int) -> None:
+        size = self.policy.short_ms
+        for key in [k for k in self.windows if k[0] + size <= horizon_ms]:
+            del self.windows[key]
+
+    def _dump(self) -> Any:
+        return [
+            [start, cell, w.readings, sorted(w.taxis), w.speed.dump(), w.counts]
+            for (start, cell), w in self.windows.items()
+        ]
+
+    def _load(self, data: Any) -> None:
+        for start, cell, readings, taxis, speed, counts in data:
+            window = CellWindow()
+            window.readings, window.taxis, window.speed, window.counts = readings, set(taxis), Stats.load(speed), counts
+            self.windows[(start, cell)] = window
 
 
 STREAM: Final = SourceStream(kind=SourceKind.TAXI, model=TaxiReading, raw_point=raw_point)

@@ -44,6 +44,46 @@ def contract_topics(source_partitions: int) -> list[TopicSpec]:
     ]
 
 
+def taxi_by_cell_topic(app_id: str) -> str:
+    return f"{app_id}.taxi-by-cell"
+
+
+def parking_by_lot_topic(app_id: str) -> str:
+    return f"{app_id}.parking-by-lot"
+
+
+def state_topic(app_id: str, input_topic: str) -> str:
+    """Where the snapshots of an input topic's partitions go."""
+    return f"{app_id}.state.{input_topic}"
+
+
+STATE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def internal_topics(app_id: str, partitions: int, env_partitions: int) -> list[TopicSpec]:
+    """The worker's own topics: readings repartitioned by cell and lot, and partition snapshots."""
+    repartitioned = [taxi_by_cell_topic(app_id), parking_by_lot_topic(app_id)]
+    state_config = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
+    return [
+        *(TopicSpec(name, partitions, {}) for name in repartitioned),
+        *(TopicSpec(state_topic(app_id, name), partitions, state_config) for name in repartitioned),
+        TopicSpec(state_topic(app_id, SOURCE_TOPICS[SourceKind.ENVIRONMENT]), env_partitions, state_config),
+    ]
+
+
+async def partition_counts(
+    bootstrap_servers: list[str] | str, topics: list[str], **client_options: object
+) -> dict[str, int]:
+    """How many partitions each existing topic has."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+        return {topic["topic"]: len(topic["partitions"]) for topic in described if topic.get("partitions")}
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(
     bootstrap_servers: list[str] | str,
     topics: list[TopicSpec],

@@ -37,6 +37,7 @@ class Outcome:
 
     lines: list[str]
     dead_letters: list[tuple[bytes | None, bytes]]
+    readings: list[Reading]
 
 
 @dataclass
@@ -70,4 +71,4 @@ class Ingestor:
             self.stats.dead_letters[rejection.reason.value] += 1
         self.stats.messages[stream.kind.value] += 1
         self.stats.readings_valid[stream.kind.value] += len(lines)
-        return Outcome(lines, letters)
+        return Outcome(lines, letters, decoded.readings)

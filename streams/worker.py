@@ -1,53 +1,96 @@
-"""``citystream worker``: the Faust worker that ingests the three source topics."""
+"""``citystream worker``: the Faust worker that ingests the source topics and keeps the windows."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 import faust
 import mode
+from faust.types import TP
 
+from schemas.readings import SOURCE_TOPICS, SourceKind
 from streams import environment, parking, taxi
 from streams.app import build_app
+from streams.checkpoint import Checkpointer
 from streams.decode import SourceMessage, TimeLimits
+from streams.forward import Forwarder, decode_records
 from streams.registry import RegistryError, load_registry
 from streams.settings import ConfigError, Settings, load_settings
 from streams.sink import InfluxUnavailable, PointSink, make_writer, wait_until_ready
-from streams.topics import DEADLETTER_TOPIC, BrokerUnavailable, contract_topics, ensure_topics
+from streams.state import KafkaStateStore
+from streams.topics import (
+    DEADLETTER_TOPIC,
+    BrokerUnavailable,
+    contract_topics,
+    ensure_topics,
+    internal_topics,
+    parking_by_lot_topic,
+    partition_counts,
+    state_topic,
+    taxi_by_cell_topic,
+)
+from streams.windows import WindowedAggregate, WindowPolicy
 from streams.wiring import Ingestor, SourceStream
 
 log = logging.getLogger("citystream.worker")
 
-SOURCE_STREAMS: tuple[SourceStream[Any], ...] = (taxi.STREAM, parking.STREAM, environment.STREAM)
+FORWARD_INTERVAL_S = 0.2
 
 
-class SinkService(mode.Service):
-    """Runs the point sink with the app; on shutdown writes what is buffered."""
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    def __init__(self, sink: PointSink, **kwargs: Any) -> None:
-        self.sink = sink
+
+class WorkerService(mode.Service):
+    """Runs the sink, the forwarders and the checkpoints with the app; on shutdown, a last checkpoint."""
+
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        self.runtime = runtime
         super().__init__(**kwargs)
 
     @mode.Service.task
     async def _write_batches(self) -> None:
-        await self.sink.run()
+        await self.runtime.sink.run()
+
+    @mode.Service.task
+    async def _checkpoints(self) -> None:
+        await self.runtime.checkpointer.run()
+
+    @mode.Service.task
+    async def _forward(self) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(FORWARD_INTERVAL_S)
+            await self.runtime.flush_forwarders()
 
     async def on_stop(self) -> None:
-        await self.sink.stop()
+        try:
+            await asyncio.wait_for(self.runtime.checkpointer.stop(), timeout=30)
+        except TimeoutError:
+            log.warning("the last checkpoint did not finish; the next worker re-reads from the one before")
+        await self.runtime.sink.stop()
+        await self.runtime.state_store.close()
 
 
 class Runtime:
-    """One worker: the Faust app, its agents, the ingestor and the sink."""
+    """One worker: the Faust app, its agents, the sink, the forwarders and the checkpointer."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = load_registry(settings.registry)
         self.limits = TimeLimits(
             max_future_ms=int(settings.max_future_s * 1000), max_age_ms=int(settings.max_age_s * 1000)
+        )
+        self.policy = WindowPolicy(
+            short_ms=settings.window_short_s * 1000,
+            long_ms=settings.window_long_s * 1000,
+            grace_ms=int(settings.window_grace_s * 1000),
+            max_lateness_ms=int(settings.max_lateness_s * 1000),
         )
         self.app = build_app(settings)
         self.writer = make_writer(settings)
@@ -58,11 +101,86 @@ class Runtime:
             max_pending=settings.max_pending_points,
         )
         self.ingestor = Ingestor(self.registry, self.limits)
-        for stream in SOURCE_STREAMS:
-            self._attach(stream)
+        app_id = settings.app_id
+        self.env_topic = SOURCE_TOPICS[SourceKind.ENVIRONMENT]
+        self.taxi_cells_topic = taxi_by_cell_topic(app_id)
+        self.parking_lots_topic = parking_by_lot_topic(app_id)
+        self.taxi_forwarder = Forwarder(self.taxi_cells_topic, settings.source_partitions, self._send)
+        self.parking_forwarder = Forwarder(self.parking_lots_topic, settings.source_partitions, self._send)
+        self.state_store = KafkaStateStore(
+            settings.bootstrap_servers,
+            {
+                name: state_topic(app_id, name)
+                for name in (self.env_topic, self.taxi_cells_topic, self.parking_lots_topic)
+            },
+            self._send_state,
+        )
+        self.checkpointer = Checkpointer(
+            self.sink,
+            self.state_store,
+            self._aggregate_for,
+            interval_s=settings.checkpoint_interval_s,
+            before_flush=self.flush_forwarders,
+            is_assigned=self._is_assigned,
+        )
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self._attach_source(taxi.STREAM, self._forward_taxi)
+        self._attach_source(parking.STREAM, self._forward_parking)
+        self._attach_source(environment.STREAM, self._fold_environment)
+        self._attach_internal(self.taxi_cells_topic, taxi.TaxiFix)
+        self._attach_internal(self.parking_lots_topic, parking.SpotReport)
 
-    def _attach(self, stream: SourceStream[Any]) -> None:
-        app, ingestor, sink = self.app, self.ingestor, self.sink
+    # Kafka output, through Faust's producer
+    async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[object]:
+        return await self.app.producer.send(topic, key, value, partition, None, None)
+
+    async def _send_state(self, topic: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[object]:
+        return await self.app.producer.send(topic, str(partition).encode(), value, partition, None, None)
+
+    async def flush_forwarders(self) -> list[Awaitable[object]]:
+        deliveries = await self.taxi_forwarder.flush()
+        deliveries += await self.parking_forwarder.flush()
+        if deliveries:
+            self.sink.add([], waits=deliveries)
+        return deliveries
+
+    def _aggregate_for(self, topic: str) -> WindowedAggregate | None:
+        if topic == self.env_topic:
+            return environment.StationAggregate(self.policy, self.registry)
+        if topic == self.taxi_cells_topic:
+            return taxi.TaxiCellAggregate(self.policy, self.registry)
+        if topic == self.parking_lots_topic:
+            return parking.ParkingLotAggregate(self.policy, self.registry)
+        return None
+
+    def _is_assigned(self, topic: str, partition: int) -> bool:
+        return TP(topic, partition) in self.app.consumer.assignment()
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
+        self.checkpointer.revoke({(tp.topic, tp.partition) for tp in revoked})
+
+    # what a source agent does with the valid readings of a message
+    def _forward_taxi(self, readings: list[Any], aggregate: WindowedAggregate | None) -> None:
+        for reading in readings:
+            fix = taxi.TaxiFix.of(reading)
+            self.taxi_forwarder.add(fix.cell, fix)
+
+    def _forward_parking(self, readings: list[Any], aggregate: WindowedAggregate | None) -> None:
+        for reading in readings:
+            report = parking.SpotReport.of(reading)
+            self.parking_forwarder.add(report.lot_id, report)
+
+    def _fold_environment(self, readings: list[Any], aggregate: WindowedAggregate | None) -> None:
+        assert aggregate is not None
+        now = wall_ms()
+        for reading in readings:
+            aggregate.fold(environment.StationSample.of(reading, self.registry), now)
+
+    def _attach_source(
+        self, stream: SourceStream[Any], then: Callable[[list[Any], WindowedAggregate | None], None]
+    ) -> None:
+        app, ingestor, sink, checkpointer = self.app, self.ingestor, self.sink, self.checkpointer
         topic = app.topic(
             stream.topic,
             key_type=bytes,
@@ -73,33 +191,75 @@ class Runtime:
         )
 
         async def ingest(events: faust.StreamT) -> None:
-            # acks are manual: a message is acknowledged (and its offset committed) only once its
-            # points are stored in InfluxDB and its dead letters are on the dead-letter topic
+            # acks are manual: a message is acknowledged (and its offset committed) by the checkpoint
+            # that made its points, dead letters, forwarded readings and state durable
             async for event in events.noack().events():  # type: ignore[attr-defined]
                 message = event.message
-                source = SourceMessage(
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    message.key,
-                    int(message.timestamp * 1000) if message.timestamp else None,
-                )
-                outcome = ingestor.ingest(stream, source, message.value)
-                waits = [
-                    await app.producer.send(DEADLETTER_TOPIC, key, value, None, None, None)
-                    for key, value in outcome.dead_letters
-                ]
-                sink.add(outcome.lines, waits=waits, on_durable=event.ack)
+                work = await checkpointer.work(message.topic, message.partition)
+                if not work.already_applied(message.offset):
+                    source = SourceMessage(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.key,
+                        int(message.timestamp * 1000) if message.timestamp else None,
+                    )
+                    outcome = ingestor.ingest(stream, source, message.value)
+                    waits = [
+                        await app.producer.send(DEADLETTER_TOPIC, key, value, None, None, None)
+                        for key, value in outcome.dead_letters
+                    ]
+                    sink.add(outcome.lines, waits=waits)
+                    if outcome.readings:
+                        then(outcome.readings, work.aggregate)
+                work.processed(message.offset, event.ack)
                 await sink.wait_for_room()
 
         app.agent(topic, name=f"citystream.{stream.kind.value}")(ingest)
 
+    def _attach_internal(self, topic_name: str, record_type: Any) -> None:
+        app, checkpointer, sink = self.app, self.checkpointer, self.sink
+        topic = app.topic(
+            topic_name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.settings.source_partitions,
+            internal=False,
+        )
+
+        async def aggregate(events: faust.StreamT) -> None:
+            async for event in events.noack().events():  # type: ignore[attr-defined]
+                message = event.message
+                work = await checkpointer.work(message.topic, message.partition)
+                if not work.already_applied(message.offset):
+                    assert work.aggregate is not None
+                    now = wall_ms()
+                    fold = work.aggregate.fold
+                    for fields in decode_records(message.value):
+                        fold(record_type(*fields), now)
+                work.processed(message.offset, event.ack)
+                await sink.wait_for_room()
+
+        app.agent(topic, name=f"citystream.{topic_name}")(aggregate)
+
     async def preflight(self) -> None:
         """Create missing topics and wait for InfluxDB, each for at most the startup timeout."""
         settings = self.settings
+        servers = settings.bootstrap_servers
         await ensure_topics(
-            settings.bootstrap_servers,
+            servers,
             contract_topics(settings.source_partitions),
+            replication=settings.topic_replication,
+            timeout_s=settings.startup_timeout_s,
+        )
+        counts = await partition_counts(servers, [self.env_topic])
+        await ensure_topics(
+            servers,
+            internal_topics(
+                settings.app_id, settings.source_partitions, counts.get(self.env_topic, settings.source_partitions)
+            ),
             replication=settings.topic_replication,
             timeout_s=settings.startup_timeout_s,
         )
@@ -119,7 +279,7 @@ class Runtime:
         loop.run_until_complete(self.preflight())
         worker = faust.Worker(
             self.app,
-            SinkService(self.sink, loop=loop),
+            WorkerService(self, loop=loop),
             loop=loop,
             loglevel=self.settings.log_level.upper(),
             redirect_stdouts=False,

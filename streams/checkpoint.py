@@ -1,0 +1,168 @@
+"""Checkpoints: what makes a worker's output exact across crashes, restarts and rebalances.
+
+Every input partition (a source topic's, or an internal topic's) has a :class:`PartitionWork`: its
+aggregation state, if any, and the messages processed since the last checkpoint. A checkpoint,
+every few seconds, does in this order:
+
+1. takes the points of every window changed since the last one, and a snapshot of every changed
+   partition's state with the offset of the last message in it (synchronously: nothing else runs);
+2. writes all buffered points to InfluxDB and waits for the dead letters and forwarded readings
+   to be delivered;
+3. saves the snapshots to the partition's state topic in Kafka;
+4. acknowledges the messages, which lets Faust commit their offsets.
+
+After a crash the next owner of a partition loads its last snapshot and skips the messages at or
+before the snapshot's offset: those are in the state already, and their points and dead letters
+are durable. Messages after it are processed again; writing a point again is idempotent, and a
+forwarded reading that arrives twice is a duplicate to the windows downstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas import codec
+from streams.sink import PointSink
+from streams.windows import WindowedAggregate
+
+log = logging.getLogger(__name__)
+
+TopicPartitionKey = tuple[str, int]
+
+
+class StateStore(Protocol):
+    async def load(self, topic: str, partition: int) -> bytes | None: ...
+    async def save(self, topic: str, partition: int, blob: bytes) -> Awaitable[object]: ...
+
+
+def encode_snapshot(offset: int, state: dict[str, Any]) -> bytes:
+    return zlib.compress(codec.dumps({"offset": offset, "state": state}), 1)
+
+
+def decode_snapshot(blob: bytes) -> tuple[int, dict[str, Any]]:
+    document = codec.loads(zlib.decompress(blob))
+    return int(document["offset"]), document["state"]
+
+
+@dataclass
+class PartitionWork:
+    topic: str
+    partition: int
+    aggregate: WindowedAggregate | None
+    restored_offset: int = -1  # messages at or before this offset are in the restored state
+    last_offset: int = -1
+    acks: list[Callable[[], object]] = field(default_factory=list)
+    changed: bool = False
+
+    def already_applied(self, offset: int) -> bool:
+        return offset <= self.restored_offset
+
+    def processed(self, offset: int, ack: Callable[[], object]) -> None:
+        self.last_offset = offset
+        self.acks.append(ack)
+        self.changed = True
+
+
+class Checkpointer:
+    """Owns every partition's work in this worker and runs the checkpoints."""
+
+    def __init__(
+        self,
+        sink: PointSink,
+        store: StateStore,
+        aggregate_factory: Callable[[str], WindowedAggregate | None],
+        *,
+        interval_s: float,
+        before_flush: Callable[[], Awaitable[list[Awaitable[object]]]] | None = None,
+        is_assigned: Callable[[str, int], bool] = lambda topic, partition: True,
+    ) -> None:
+        self.sink = sink
+        self.store = store
+        self.aggregate_factory = aggregate_factory
+        self.interval_s = interval_s
+        self.before_flush = before_flush
+        self.is_assigned = is_assigned
+        self.works: dict[TopicPartitionKey, PartitionWork] = {}
+        self._loading: dict[TopicPartitionKey, asyncio.Future[PartitionWork]] = {}
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self.checkpoints = 0
+        self.last_checkpoint_s = 0.0
+
+    async def work(self, topic: str, partition: int) -> PartitionWork:
+        """The partition's work, restored from its last snapshot the first time it is asked for."""
+        key = (topic, partition)
+        work = self.works.get(key)
+        if work is not None:
+            return work
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = self._loading[key] = asyncio.ensure_future(self._restore(topic, partition))
+        try:
+            work = await asyncio.shield(pending)
+        finally:
+            self._loading.pop(key, None)
+        self.works[key] = work
+        return work
+
+    async def _restore(self, topic: str, partition: int) -> PartitionWork:
+        aggregate = self.aggregate_factory(topic)
+        work = PartitionWork(topic, partition, aggregate)
+        if aggregate is None:
+            return work
+        blob = await self.store.load(topic, partition)
+        if blob is not None:
+            offset, state = decode_snapshot(blob)
+            aggregate.load(state)
+            work.restored_offset = work.last_offset = offset
+            log.info(
+                "restored %s[%d] at offset %d (watermark %s)", topic, partition, offset, aggregate.clock.watermark_ms
+            )
+        return work
+
+    def revoke(self, partitions: set[TopicPartitionKey]) -> None:
+        """Forget revoked partitions: their next owner restores them from the last snapshot."""
+        for key in partitions:
+            self.works.pop(key, None)
+
+    async def run(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.interval_s)
+            await self.checkpoint()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        async with self._lock:
+            started = time.perf_counter()
+            snapshots: list[tuple[str, int, bytes]] = []
+            acks: list[Callable[[], object]] = []
+            for work in list(self.works.values()):
+                if work.aggregate is not None:
+                    self.sink.add(work.aggregate.take_lines())
+                    if work.changed:
+                        work.aggregate.expire()
+                        snapshot = encode_snapshot(work.last_offset, work.aggregate.dump())
+                        snapshots.append((work.topic, work.partition, snapshot))
+                if self.is_assigned(work.topic, work.partition):
+                    acks.extend(work.acks)
+                work.acks = []
+                work.changed = False
+            if self.before_flush is not None:
+                self.sink.add([], waits=await self.before_flush())
+            await self.sink.flush()
+            saves = [await self.store.save(topic, partition, blob) for topic, partition, blob in snapshots]
+            if saves:
+                await asyncio.gather(*saves)
+            for ack in acks:
+                ack()
+            self.checkpoints += 1
+            self.last_checkpoint_s = time.perf_counter() - started

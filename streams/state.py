@@ -1,0 +1,72 @@
+"""Partition snapshots in Kafka, so that a partition's state follows it to any worker.
+
+Each stateful input topic has a state topic with as many partitions; snapshots of input partition
+``p`` go to partition ``p`` of its state topic, so the newest snapshot is that partition's last
+message. Production Kafka should compact these topics (``cleanup.policy=compact`` is set when they
+are created) or give them a retention well above the checkpoint interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_MAX_BYTES = 64 * 1024 * 1024
+
+Send = Callable[[str, bytes | None, bytes, int], Awaitable[Awaitable[object]]]
+
+
+class KafkaStateStore:
+    def __init__(
+        self, bootstrap_servers: list[str], state_topics: Mapping[str, str], send: Send, **client_options: object
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.state_topics = dict(state_topics)  # input topic -> state topic
+        self._send = send
+        self._client_options = client_options
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _reader(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_bytes=SNAPSHOT_MAX_BYTES,
+                max_partition_fetch_bytes=SNAPSHOT_MAX_BYTES,
+                **self._client_options,
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def load(self, topic: str, partition: int) -> bytes | None:
+        """The newest snapshot of an input partition, or None when it has none yet."""
+        state_tp = TopicPartition(self.state_topics[topic], partition)
+        async with self._lock:
+            consumer = await self._reader()
+            consumer.assign([state_tp])
+            end = (await consumer.end_offsets([state_tp]))[state_tp]
+            if end == 0:
+                return None
+            consumer.seek(state_tp, end - 1)
+            while True:
+                batches = await consumer.getmany(state_tp, timeout_ms=10_000)
+                records = batches.get(state_tp, [])
+                if records:
+                    return records[-1].value
+                log.warning("waiting for the snapshot of %s[%d] at offset %d", topic, partition, end - 1)
+
+    async def save(self, topic: str, partition: int, blob: bytes) -> Awaitable[object]:
+        return await self._send(self.state_topics[topic], None, blob, partition)
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

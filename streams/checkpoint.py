@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from schemas import codec
 from streams.sink import PointSink
-from streams.windows import WindowedAggregate
+from streams.windows import MergeProgress, WindowedAggregate
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class PartitionWork:
     topic: str
     partition: int
     aggregate: WindowedAggregate | None
+    progress: MergeProgress | None = None  # for an aggregate fed by forwarded records
     restored_offset: int = -1  # messages at or before this offset are in the restored state
     last_offset: int = -1
     acks: list[Callable[[], object]] = field(default_factory=list)
@@ -76,7 +77,7 @@ class Checkpointer:
         self,
         sink: PointSink,
         store: StateStore,
-        aggregate_factory: Callable[[str], WindowedAggregate | None],
+        aggregate_factory: Callable[[str], tuple[WindowedAggregate, MergeProgress | None] | None],
         *,
         interval_s: float,
         before_flush: Callable[[], Awaitable[list[Awaitable[object]]]] | None = None,
@@ -94,6 +95,8 @@ class Checkpointer:
         self._stopping = False
         self.checkpoints = 0
         self.last_checkpoint_s = 0.0
+        # bumped at every rebalance: work captured before one must not be saved or acknowledged
+        self.generation = 0
 
     async def work(self, topic: str, partition: int) -> PartitionWork:
         """The partition's work, restored from its last snapshot the first time it is asked for."""
@@ -112,14 +115,17 @@ class Checkpointer:
         return work
 
     async def _restore(self, topic: str, partition: int) -> PartitionWork:
-        aggregate = self.aggregate_factory(topic)
-        work = PartitionWork(topic, partition, aggregate)
-        if aggregate is None:
-            return work
+        made = self.aggregate_factory(topic)
+        if made is None:
+            return PartitionWork(topic, partition, None)
+        aggregate, progress = made
+        work = PartitionWork(topic, partition, aggregate, progress)
         blob = await self.store.load(topic, partition)
         if blob is not None:
             offset, state = decode_snapshot(blob)
-            aggregate.load(state)
+            aggregate.load(state["aggregate"])
+            if progress is not None:
+                progress.load(state["progress"])
             work.restored_offset = work.last_offset = offset
             log.info(
                 "restored %s[%d] at offset %d (watermark %s)", topic, partition, offset, aggregate.clock.watermark_ms
@@ -127,7 +133,12 @@ class Checkpointer:
         return work
 
     def revoke(self, partitions: set[TopicPartitionKey]) -> None:
-        """Forget revoked partitions: their next owner restores them from the last snapshot."""
+        """Forget revoked partitions: their next owner restores them from the last snapshot.
+
+        Faust seeks every partition it assigns to the committed offset, so a partition kept across
+        a rebalance is restored from its snapshot too; a checkpoint under way is abandoned.
+        """
+        self.generation += 1
         for key in partitions:
             self.works.pop(key, None)
 
@@ -142,15 +153,25 @@ class Checkpointer:
 
     async def checkpoint(self) -> None:
         async with self._lock:
+            generation = self.generation
             started = time.perf_counter()
+            now_ms = time.time_ns() // 1_000_000
             snapshots: list[tuple[str, int, bytes]] = []
             acks: list[Callable[[], object]] = []
             for work in list(self.works.values()):
                 if work.aggregate is not None:
                     self.sink.add(work.aggregate.take_lines())
                     if work.changed:
-                        work.aggregate.expire()
-                        snapshot = encode_snapshot(work.last_offset, work.aggregate.dump())
+                        progress = work.progress
+                        if progress is None:
+                            work.aggregate.expire()
+                        else:
+                            work.aggregate.expire(progress.horizon_ms(now_ms))
+                        state = {
+                            "aggregate": work.aggregate.dump(),
+                            "progress": None if progress is None else progress.dump(),
+                        }
+                        snapshot = encode_snapshot(work.last_offset, state)
                         snapshots.append((work.topic, work.partition, snapshot))
                 if self.is_assigned(work.topic, work.partition):
                     acks.extend(work.acks)
@@ -159,9 +180,14 @@ class Checkpointer:
             if self.before_flush is not None:
                 self.sink.add([], waits=await self.before_flush())
             await self.sink.flush()
+            if generation != self.generation:
+                log.info("a rebalance came during the checkpoint; its partitions restart from their last snapshot")
+                return
             saves = [await self.store.save(topic, partition, blob) for topic, partition, blob in snapshots]
             if saves:
                 await asyncio.gather(*saves)
+            if generation != self.generation:
+                return
             for ack in acks:
                 ack()
             self.checkpoints += 1

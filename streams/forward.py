@@ -11,6 +11,7 @@ from schemas import codec
 Send = Callable[[str, bytes | None, bytes, int], Awaitable[Awaitable[object]]]
 
 MAX_RECORDS_PER_MESSAGE = 500
+HEARTBEAT = -1  # the index of a heartbeat record: [source, offset, -1, watermark, last input wall time]
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -41,6 +42,12 @@ class Forwarder:
     def add(self, key: str, record: Sequence[Any]) -> None:
         self._buffers.setdefault(partition_for(key, self.partitions), []).append(record)
         self._unsent += 1
+
+    def heartbeat(self, source: int, offset: int, watermark_ms: int | None, last_input_wall_ms: int | None) -> None:
+        """Tell every partition how far a source partition has got, after its records so far."""
+        record = (source, offset, HEARTBEAT, watermark_ms, last_input_wall_ms)
+        for partition in range(self.partitions):
+            self._buffers.setdefault(partition, []).append(record)
 
     @property
     def unsent(self) -> int:

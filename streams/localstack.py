@@ -372,10 +372,7 @@ class ManagedService:
             self.wait_ready(timeout)
             return self
         if not port_is_free(self.port, self.host):
-            raise PortInUseError(
-                f"cannot start {self.name}: port {self.address} is already in use "
-                "by another process"
-            )
+            raise PortInUseError(f"cannot start {self.name}: port {self.address} is already in use by another process")
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = self._command(self)  # may raise MissingBinaryError; may write a config file
         env = {**os.environ, **self._env}
@@ -610,9 +607,7 @@ def create_database(url: str, name: str = DEFAULT_DB, timeout: float = 10.0) -> 
             answer: Any = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace").strip()
-        raise LocalStackError(
-            f"cannot create database {name!r} at {url}: {exc.code} {detail}"
-        ) from None
+        raise LocalStackError(f"cannot create database {name!r} at {url}: {exc.code} {detail}") from None
     except (OSError, ValueError) as exc:
         raise LocalStackError(f"cannot create database {name!r} at {url}: {exc}") from None
     errors = [r["error"] for r in answer.get("results", []) if "error" in r]
@@ -640,9 +635,7 @@ def missing_packages(victoria_metrics: bool = False) -> list[str]:
     return missing
 
 
-def install_packages(
-    victoria_metrics: bool = False, *, echo: Callable[[str], None] | None = None
-) -> list[str]:
+def install_packages(victoria_metrics: bool = False, *, echo: Callable[[str], None] | None = None) -> list[str]:
     """``apt-get install`` influxdb (and victoria-metrics) when their binaries are missing.
 
     Returns the packages installed (empty when all were there). Raises InstallError when not root
@@ -659,9 +652,7 @@ def install_packages(
             f"{' and '.join(missing)} server(s) another way and put them on PATH"
         )
     if hasattr(os, "geteuid") and os.geteuid() != 0:
-        raise InstallError(
-            f"missing Debian package(s) {', '.join(missing)}; as root, run:\n  {line}"
-        )
+        raise InstallError(f"missing Debian package(s) {', '.join(missing)}; as root, run:\n  {line}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # The packages' postinst tries to start a systemd service; in containers it prints
     # "invoke-rc.d: policy-rc.d denied execution of start." That is fine: we start the servers
@@ -949,9 +940,7 @@ def status_command(dir_: Path) -> None:
         click.echo("  ".join(cells).rstrip())
 
 
-@local_command.command(
-    "install", short_help="Install the Debian packages (influxdb, victoria-metrics)."
-)
+@local_command.command("install", short_help="Install the Debian packages (influxdb, victoria-metrics).")
 @click.option(
     "--victoria-metrics",
     "with_victoria",

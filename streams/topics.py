@@ -60,14 +60,17 @@ def state_topic(app_id: str, input_topic: str) -> str:
 STATE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-def internal_topics(app_id: str, partitions: int, env_partitions: int) -> list[TopicSpec]:
-    """The worker's own topics: readings repartitioned by cell and lot, and partition snapshots."""
+def internal_topics(app_id: str, partitions: int, source_partitions: dict[str, int]) -> list[TopicSpec]:
+    """The worker's own topics: readings repartitioned by cell and lot, and partition snapshots.
+
+    A state topic has as many partitions as the topic whose partitions it snapshots.
+    """
     repartitioned = [taxi_by_cell_topic(app_id), parking_by_lot_topic(app_id)]
     state_config = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
+    stateful = {**source_partitions, **dict.fromkeys(repartitioned, partitions)}
     return [
         *(TopicSpec(name, partitions, {}) for name in repartitioned),
-        *(TopicSpec(state_topic(app_id, name), partitions, state_config) for name in repartitioned),
-        TopicSpec(state_topic(app_id, SOURCE_TOPICS[SourceKind.ENVIRONMENT]), env_partitions, state_config),
+        *(TopicSpec(state_topic(app_id, name), count, state_config) for name, count in stateful.items()),
     ]
 
 

@@ -28,37 +28,66 @@ class WindowPolicy:
 
 
 class Stats:
-    """Running count, sum, minimum and maximum of one measured quantity."""
+    """Running count, exact sum, minimum and maximum of one measured quantity.
 
-    __slots__ = ("count", "high", "low", "total")
+    The sum is kept as non-overlapping partial sums (Shewchuk's algorithm, as ``math.fsum``), so the
+    mean is the correctly rounded mean of the values whatever order they arrived in: a replay that
+    interleaves partitions differently gives the same aggregates to the last bit.
+    """
 
-    def __init__(self, count: int = 0, total: float = 0.0, low: float = math.inf, high: float = -math.inf) -> None:
+    __slots__ = ("count", "high", "low", "partials")
+
+    def __init__(
+        self, count: int = 0, partials: list[float] | None = None, low: float = math.inf, high: float = -math.inf
+    ) -> None:
         self.count = count
-        self.total = total
+        self.partials = partials if partials is not None else []
         self.low = low
         self.high = high
 
     def add(self, value: float) -> None:
         self.count += 1
-        self.total += value
+        partials = self.partials
+        x = float(value)
+        i = 0
+        for y in partials:
+            if abs(x) < abs(y):
+                x, y = y, x
+            high = x + y
+            low = y - (high - x)
+            if low:
+                partials[i] = low
+                i += 1
+            x = high
+        partials[i:] = [x]
         if value < self.low:
             self.low = value
         if value > self.high:
             self.high = value
 
     @property
+    def total(self) -> float:
+        return math.fsum(self.partials)
+
+    @property
     def mean(self) -> float:
-        return self.total / self.count
+        return math.fsum(self.partials) / self.count
 
     def dump(self) -> list[Any]:
-        return [self.count, self.total, self.low, self.high]
+        return [self.count, self.partials, self.low, self.high]
 
     @classmethod
     def load(cls, data: list[Any]) -> Stats:
-        return cls(int(data[0]), float(data[1]), float(data[2]), float(data[3]))
+        partials = data[1] if isinstance(data[1], list) else [float(data[1])]
+        return cls(int(data[0]), [float(p) for p in partials], float(data[2]), float(data[3]))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Stats) and self.dump() == other.dump()
+        return isinstance(other, Stats) and (self.count, self.total, self.low, self.high) == (
+            other.count,
+            other.total,
+            other.low,
+            other.high,
+        )
 
     def __repr__(self) -> str:
         return f"Stats(count={self.count}, total={self.total}, low={self.low}, high={self.high})"
@@ -208,9 +237,10 @@ class WindowedAggregate:
         self.clock = EventClock(policy)
         self.dedup = Dedup()
         self.counts: dict[str, int] = {FOLDED: 0, DUPLICATE: 0, LATE: 0}
+        self.evicted_before_ms = -(2**62)
 
-    def fold(self, record: Any, wall_ms: int) -> str:
-        """Take one valid record; say whether it was aggregated, a duplicate, or late."""
+    def judge(self, record: Any, wall_ms: int) -> str:
+        """Decide whether a valid record is new and on time, and advance the clock."""
         if not self.dedup.first_time(record.device_id, record.seq, record.ts):
             self.counts[DUPLICATE] += 1
             return DUPLICATE
@@ -219,25 +249,51 @@ class WindowedAggregate:
         if late:
             self.counts[LATE] += 1
             return LATE
-        self._fold(record)
         self.counts[FOLDED] += 1
         return FOLDED
+
+    def fold(self, record: Any, wall_ms: int) -> str:
+        """Take one valid record; say whether it was aggregated, a duplicate, or late."""
+        verdict = self.judge(record, wall_ms)
+        if verdict == FOLDED:
+            self._fold(record)
+        return verdict
+
+    def apply(self, record: Any) -> bool:
+        """Fold a record judged new and on time upstream; False when its window was already evicted."""
+        if record.ts < self.evicted_before_ms:
+            self.counts[LATE] += 1
+            return False
+        self._fold(record)
+        self.counts[FOLDED] += 1
+        return True
 
     def take_lines(self) -> list[str]:
         """Line protocol of every window changed since the last call (upserts)."""
         return self._lines()
 
-    def expire(self) -> None:
-        horizon = self.clock.horizon_ms()
-        if horizon is not None:
-            self.dedup.expire(horizon)
-            self._evict(horizon)
+    def expire(self, horizon_ms: int | None = None) -> None:
+        """Drop duplicates and windows that no reading can change any more.
+
+        ``horizon_ms`` defaults to this partition's own clock; an aggregate fed from several
+        partitions passes the horizon of the slowest of them.
+        """
+        if horizon_ms is None:
+            horizon_ms = self.clock.horizon_ms()
+        if horizon_ms is None:
+            return
+        self.dedup.expire(horizon_ms)
+        # windows wholly before the horizon are dropped; remember where, so nothing reopens them
+        size = self.policy.short_ms
+        self.evicted_before_ms = max(self.evicted_before_ms, horizon_ms - horizon_ms % size)
+        self._evict(horizon_ms)
 
     def dump(self) -> dict[str, Any]:
         return {
             "watermark_ms": self.clock.watermark_ms,
             "dedup": self.dedup.dump(),
             "counts": self.counts,
+            "evicted_before_ms": self.evicted_before_ms,
             "windows": self._dump(),
         }
 
@@ -245,20 +301,98 @@ class WindowedAggregate:
         self.clock.watermark_ms = data["watermark_ms"]
         self.dedup = Dedup.load(data["dedup"])
         self.counts.update(data["counts"])
+        self.evicted_before_ms = data.get("evicted_before_ms", -(2**62))
         self._load(data["windows"])
 
     # for subclasses
     def _fold(self, record: Any) -> None:
-        raise NotImplementedError
+        pass
 
     def _lines(self) -> list[str]:
-        raise NotImplementedError
+        return []
 
     def _evict(self, horizon_ms: int) -> None:
-        raise NotImplementedError
+        pass
 
     def _dump(self) -> Any:
-        raise NotImplementedError
+        return None
 
     def _load(self, data: Any) -> None:
-        raise NotImplementedError
+        pass
+
+
+class SourceGate(WindowedAggregate):
+    """A source partition whose readings are aggregated elsewhere: only its clock and duplicates."""
+
+    kind = "gate"
+
+
+class MergeProgress:
+    """An aggregate fed by all partitions of a source topic through an internal topic.
+
+    Each forwarded record carries its source partition, offset, index in the message and the
+    source's watermark. A record at or before what was applied already from its source is a re-send
+    after a restart upstream, and is dropped. Every source partition also sends a heartbeat with its
+    watermark at each checkpoint, so the windows know how far every source has got even when it
+    sends nothing here. No record can arrive any more before the slowest source's watermark less
+    the maximum lateness (the horizon), and only once every source partition has been heard from:
+    one that is far behind may still send old readings. A source whose own input has stopped for
+    ``idle_ms`` (wall clock) does not hold the horizon back, nor does one that has seen no reading.
+    """
+
+    __slots__ = ("expected_sources", "idle_ms", "max_lateness_ms", "sources")
+
+    def __init__(self, max_lateness_ms: int, expected_sources: int, idle_ms: int = 300_000) -> None:
+        self.max_lateness_ms = max_lateness_ms
+        self.expected_sources = expected_sources
+        self.idle_ms = idle_ms
+        # source partition -> [offset, index, watermark or None, wall time of the source's last input]
+        self.sources: dict[int, list[Any]] = {}
+
+    def accept(self, source: int, offset: int, index: int, watermark_ms: int | None, wall_ms: int) -> bool:
+        """Record a forwarded record's progress; False when it was applied already."""
+        progress = self.sources.get(source)
+        if progress is None:
+            self.sources[source] = [offset, index, watermark_ms, wall_ms]
+            return True
+        if progress[0] is not None and (offset, index) <= (progress[0], progress[1]):
+            return False
+        progress[0], progress[1] = offset, index
+        self._advance(progress, watermark_ms, wall_ms)
+        return True
+
+    def heartbeat(self, source: int, watermark_ms: int | None, last_input_wall_ms: int | None) -> None:
+        progress = self.sources.get(source)
+        if progress is None:
+            self.sources[source] = [None, None, watermark_ms, last_input_wall_ms]
+        else:
+            self._advance(progress, watermark_ms, last_input_wall_ms)
+
+    @staticmethod
+    def _advance(progress: list[Any], watermark_ms: int | None, wall_ms: int | None) -> None:
+        if watermark_ms is not None and (progress[2] is None or watermark_ms > progress[2]):
+            progress[2] = watermark_ms
+        if wall_ms is not None and (progress[3] is None or wall_ms > progress[3]):
+            progress[3] = wall_ms
+
+    def watermark_ms(self, wall_ms: int | None = None) -> int | None:
+        """The slowest active source's watermark; None until every source partition has reported."""
+        if len(self.sources) < self.expected_sources:
+            return None
+        seen = [p for p in self.sources.values() if p[2] is not None]
+        if not seen:
+            return None
+        if wall_ms is not None:
+            active = [p[2] for p in seen if p[3] is not None and wall_ms - p[3] < self.idle_ms]
+            return min(active) if active else max(p[2] for p in seen)
+        return min(p[2] for p in seen)
+
+    def horizon_ms(self, wall_ms: int | None = None) -> int | None:
+        watermark = self.watermark_ms(wall_ms)
+        return None if watermark is None else watermark - self.max_lateness_ms
+
+    def dump(self) -> dict[str, list[Any]]:
+        return {str(source): progress for source, progress in self.sources.items()}
+
+    def load(self, data: dict[str, list[Any]]) -> None:
+        self.sources = {int(source): list(progress) for source, progress in data.items()}

@@ -17,9 +17,9 @@ from faust.types import TP
 from schemas.readings import SOURCE_TOPICS, SourceKind
 from streams import environment, parking, taxi
 from streams.app import build_app
-from streams.checkpoint import Checkpointer
+from streams.checkpoint import Checkpointer, PartitionWork
 from streams.decode import SourceMessage, TimeLimits
-from streams.forward import Forwarder, decode_records
+from streams.forward import HEARTBEAT, Forwarder, decode_records
 from streams.registry import RegistryError, load_registry
 from streams.settings import ConfigError, Settings, load_settings
 from streams.sink import InfluxUnavailable, PointSink, make_writer, wait_until_ready
@@ -35,7 +35,7 @@ from streams.topics import (
     state_topic,
     taxi_by_cell_topic,
 )
-from streams.windows import WindowedAggregate, WindowPolicy
+from streams.windows import FOLDED, MergeProgress, SourceGate, WindowedAggregate, WindowPolicy
 from streams.wiring import Ingestor, SourceStream
 
 log = logging.getLogger("citystream.worker")
@@ -69,10 +69,6 @@ class WorkerService(mode.Service):
             await self.runtime.flush_forwarders()
 
     async def on_stop(self) -> None:
-        try:
-            await asyncio.wait_for(self.runtime.checkpointer.stop(), timeout=30)
-        except TimeoutError:
-            log.warning("the last checkpoint did not finish; the next worker re-reads from the one before")
         await self.runtime.sink.stop()
         await self.runtime.state_store.close()
 
@@ -107,11 +103,14 @@ class Runtime:
         self.parking_lots_topic = parking_by_lot_topic(app_id)
         self.taxi_forwarder = Forwarder(self.taxi_cells_topic, settings.source_partitions, self._send)
         self.parking_forwarder = Forwarder(self.parking_lots_topic, settings.source_partitions, self._send)
+        self.forwarders = {taxi.STREAM.topic: self.taxi_forwarder, parking.STREAM.topic: self.parking_forwarder}
+        # partitions of each source topic, as found at start (preflight)
+        self.source_partitions = dict.fromkeys(SOURCE_TOPICS.values(), settings.source_partitions)
         self.state_store = KafkaStateStore(
             settings.bootstrap_servers,
             {
                 name: state_topic(app_id, name)
-                for name in (self.env_topic, self.taxi_cells_topic, self.parking_lots_topic)
+                for name in (*SOURCE_TOPICS.values(), self.taxi_cells_topic, self.parking_lots_topic)
             },
             self._send_state,
         )
@@ -120,10 +119,11 @@ class Runtime:
             self.state_store,
             self._aggregate_for,
             interval_s=settings.checkpoint_interval_s,
-            before_flush=self.flush_forwarders,
+            before_flush=self.checkpoint_forwarders,
             is_assigned=self._is_assigned,
         )
-        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_before_shutdown.connect(self._last_checkpoint)  # type: ignore[arg-type]
         self._attach_source(taxi.STREAM, self._forward_taxi)
         self._attach_source(parking.STREAM, self._forward_parking)
         self._attach_source(environment.STREAM, self._fold_environment)
@@ -137,6 +137,18 @@ class Runtime:
     async def _send_state(self, topic: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[object]:
         return await self.app.producer.send(topic, str(partition).encode(), value, partition, None, None)
 
+    def _heartbeats(self) -> None:
+        for work in self.checkpointer.works.values():
+            forwarder = self.forwarders.get(work.topic)
+            if forwarder is not None and work.aggregate is not None:
+                clock = work.aggregate.clock
+                forwarder.heartbeat(work.partition, work.last_offset, clock.watermark_ms, clock.last_input_wall_ms)
+
+    async def checkpoint_forwarders(self) -> list[Awaitable[object]]:
+        """At a checkpoint: heartbeats of the source partitions, then everything buffered."""
+        self._heartbeats()
+        return await self.flush_forwarders()
+
     async def flush_forwarders(self) -> list[Awaitable[object]]:
         deliveries = await self.taxi_forwarder.flush()
         deliveries += await self.parking_forwarder.flush()
@@ -144,42 +156,67 @@ class Runtime:
             self.sink.add([], waits=deliveries)
         return deliveries
 
-    def _aggregate_for(self, topic: str) -> WindowedAggregate | None:
+    def _aggregate_for(self, topic: str) -> tuple[WindowedAggregate, MergeProgress | None] | None:
+        policy, registry = self.policy, self.registry
         if topic == self.env_topic:
-            return environment.StationAggregate(self.policy, self.registry)
+            return environment.StationAggregate(policy, registry), None
+        if topic in (taxi.STREAM.topic, parking.STREAM.topic):
+            return SourceGate(policy), None
         if topic == self.taxi_cells_topic:
-            return taxi.TaxiCellAggregate(self.policy, self.registry)
+            sources = self.source_partitions[taxi.STREAM.topic]
+            return taxi.TaxiCellAggregate(policy, registry), MergeProgress(policy.max_lateness_ms, sources)
         if topic == self.parking_lots_topic:
-            return parking.ParkingLotAggregate(self.policy, self.registry)
+            sources = self.source_partitions[parking.STREAM.topic]
+            return parking.ParkingLotAggregate(policy, registry), MergeProgress(policy.max_lateness_ms, sources)
         return None
 
     def _is_assigned(self, topic: str, partition: int) -> bool:
         return TP(topic, partition) in self.app.consumer.assignment()
 
+    async def _last_checkpoint(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """On shutdown, while the producer still runs: write and save what was processed."""
+        try:
+            await asyncio.wait_for(self.checkpointer.stop(), timeout=30)
+        except Exception as exc:  # the next owner re-reads from the previous checkpoint
+            log.warning("the last checkpoint did not complete (%r); the next worker re-reads from the one before", exc)
+
     async def _on_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
         self.checkpointer.revoke({(tp.topic, tp.partition) for tp in revoked})
 
-    # what a source agent does with the valid readings of a message
-    def _forward_taxi(self, readings: list[Any], aggregate: WindowedAggregate | None) -> None:
-        for reading in readings:
-            fix = taxi.TaxiFix.of(reading)
-            self.taxi_forwarder.add(fix.cell, fix)
+    # what a source agent does with the valid readings of a message: readings that are new and on
+    # time in their source partition are aggregated here (stations) or forwarded (cells, lots)
+    def _forward_taxi(self, readings: list[Any], work: PartitionWork, offset: int) -> None:
+        self._forward(readings, work, offset, taxi.TaxiFix.of, taxi.partition_key, self.taxi_forwarder)
 
-    def _forward_parking(self, readings: list[Any], aggregate: WindowedAggregate | None) -> None:
-        for reading in readings:
-            report = parking.SpotReport.of(reading)
-            self.parking_forwarder.add(report.lot_id, report)
+    def _forward_parking(self, readings: list[Any], work: PartitionWork, offset: int) -> None:
+        self._forward(readings, work, offset, parking.SpotReport.of, parking.partition_key, self.parking_forwarder)
 
-    def _fold_environment(self, readings: list[Any], aggregate: WindowedAggregate | None) -> None:
+    @staticmethod
+    def _forward(
+        readings: list[Any],
+        work: PartitionWork,
+        offset: int,
+        reduce: Callable[[Any], Any],
+        key: Callable[[Any], str],
+        forwarder: Forwarder,
+    ) -> None:
+        gate = work.aggregate
+        assert gate is not None
+        now = wall_ms()
+        for index, reading in enumerate(readings):
+            if gate.judge(reading, now) == FOLDED:
+                record = reduce(reading)
+                forwarder.add(key(record), (work.partition, offset, index, gate.clock.watermark_ms, *record))
+
+    def _fold_environment(self, readings: list[Any], work: PartitionWork, offset: int) -> None:
+        aggregate = work.aggregate
         assert aggregate is not None
         now = wall_ms()
         for reading in readings:
             aggregate.fold(environment.StationSample.of(reading, self.registry), now)
 
-    def _attach_source(
-        self, stream: SourceStream[Any], then: Callable[[list[Any], WindowedAggregate | None], None]
-    ) -> None:
+    def _attach_source(self, stream: SourceStream[Any], then: Callable[[list[Any], PartitionWork, int], None]) -> None:
         app, ingestor, sink, checkpointer = self.app, self.ingestor, self.sink, self.checkpointer
         topic = app.topic(
             stream.topic,
@@ -195,7 +232,10 @@ class Runtime:
             # that made its points, dead letters, forwarded readings and state durable
             async for event in events.noack().events():  # type: ignore[attr-defined]
                 message = event.message
+                generation = checkpointer.generation
                 work = await checkpointer.work(message.topic, message.partition)
+                if generation != checkpointer.generation:
+                    continue  # a rebalance came meanwhile: Faust delivers it again from the committed offset
                 if not work.already_applied(message.offset):
                     source = SourceMessage(
                         message.topic,
@@ -211,7 +251,7 @@ class Runtime:
                     ]
                     sink.add(outcome.lines, waits=waits)
                     if outcome.readings:
-                        then(outcome.readings, work.aggregate)
+                        then(outcome.readings, work, message.offset)
                 work.processed(message.offset, event.ack)
                 await sink.wait_for_room()
 
@@ -232,13 +272,19 @@ class Runtime:
         async def aggregate(events: faust.StreamT) -> None:
             async for event in events.noack().events():  # type: ignore[attr-defined]
                 message = event.message
+                generation = checkpointer.generation
                 work = await checkpointer.work(message.topic, message.partition)
+                if generation != checkpointer.generation:
+                    continue
                 if not work.already_applied(message.offset):
-                    assert work.aggregate is not None
+                    assert work.aggregate is not None and work.progress is not None
                     now = wall_ms()
-                    fold = work.aggregate.fold
-                    for fields in decode_records(message.value):
-                        fold(record_type(*fields), now)
+                    progress, apply = work.progress, work.aggregate.apply
+                    for source, offset, index, watermark, *fields in decode_records(message.value):
+                        if index == HEARTBEAT:
+                            progress.heartbeat(source, watermark, fields[0])
+                        elif progress.accept(source, offset, index, watermark, now):
+                            apply(record_type(*fields))
                 work.processed(message.offset, event.ack)
                 await sink.wait_for_room()
 
@@ -254,11 +300,15 @@ class Runtime:
             replication=settings.topic_replication,
             timeout_s=settings.startup_timeout_s,
         )
-        counts = await partition_counts(servers, [self.env_topic])
+        sources = list(SOURCE_TOPICS.values())
+        counts = await partition_counts(servers, sources)
+        self.source_partitions.update(counts)
         await ensure_topics(
             servers,
             internal_topics(
-                settings.app_id, settings.source_partitions, counts.get(self.env_topic, settings.source_partitions)
+                settings.app_id,
+                settings.source_partitions,
+                {name: counts.get(name, settings.source_partitions) for name in sources},
             ),
             replication=settings.topic_replication,
             timeout_s=settings.startup_timeout_s,

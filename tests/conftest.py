@@ -81,3 +81,10 @@ def _restart_stopped_services() -> Iterator[None]:
     for service in list(_session_services):
         if not service.is_running():
             service.start(timeout=60)
+
+
+@pytest.fixture
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Tansu broker of the test's own, for tests that need topics no other test has written."""
+    with _serve(tmp_path_factory, localstack.tansu, "tansu-own") as service:
+        yield service.address

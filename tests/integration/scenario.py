@@ -39,8 +39,17 @@ class Scenario:
         return f"parking_lots:\n{lots}" if lots else ""
 
 
-def build(start_ms: int, *, seed: int = 7, taxis: int = 6, minutes: int = 15, env_hours: int = 2,
-          lots: int = 2, spots: int = 6, stations: int = 3) -> Scenario:
+def build(
+    start_ms: int,
+    *,
+    seed: int = 7,
+    taxis: int = 6,
+    minutes: int = 15,
+    env_hours: int = 2,
+    lots: int = 2,
+    spots: int = 6,
+    stations: int = 3,
+) -> Scenario:
     """Readings from ``start_ms`` on (align it to an hour), sent roughly in event-time order with
     up to two minutes of disorder, some sent twice, and one late reading per taxi, spot and station."""
     rng = random.Random(seed)
@@ -54,8 +63,15 @@ def build(start_ms: int, *, seed: int = 7, taxis: int = 6, minutes: int = 15, en
             lat, lon = PLACES[rng.randrange(len(PLACES))]
             event = rng.choice(EVENTS)
             speed = round(rng.uniform(0, 90), 1)
-            reading = {"device_id": device, "ts": ts, "seq": seq, "lat": lat, "lon": lon, "speed_kmh": speed,
-                       "event": event}
+            reading = {
+                "device_id": device,
+                "ts": ts,
+                "seq": seq,
+                "lat": lat,
+                "lon": lon,
+                "speed_kmh": speed,
+                "event": event,
+            }
             readings.append((ts, TAXI, reading))
             seq += 1
         newest = readings[-1][2]
@@ -75,8 +91,16 @@ def build(start_ms: int, *, seed: int = 7, taxis: int = 6, minutes: int = 15, en
                 kind = "heartbeat" if rng.random() < 0.2 else "change"
                 if kind == "change":
                     occupied = not occupied
-                reading = {"device_id": device, "ts": ts, "seq": seq, "lot_id": lot, "spot_id": f"S{s:03d}",
-                           "occupied": occupied, "kind": kind, "battery_v": round(rng.uniform(2.8, 3.6), 2)}
+                reading = {
+                    "device_id": device,
+                    "ts": ts,
+                    "seq": seq,
+                    "lot_id": lot,
+                    "spot_id": f"S{s:03d}",
+                    "occupied": occupied,
+                    "kind": kind,
+                    "battery_v": round(rng.uniform(2.8, 3.6), 2),
+                }
                 readings.append((ts, PARKING, reading))
                 seq += 1
                 ts += rng.randrange(20_000, 150_000)
@@ -90,11 +114,15 @@ def build(start_ms: int, *, seed: int = 7, taxis: int = 6, minutes: int = 15, en
         district = ["jung", "dong gu", None][n % 3]
         seq = 0
         for ts in range(start_ms + rng.randrange(30_000), start_ms + env_hours * HOUR, 30_000):
-            reading: dict[str, Any] = {"device_id": device, "ts": ts, "seq": seq,
-                                       "pm25_ugm3": round(rng.uniform(5, 120), 1),
-                                       "pm10_ugm3": round(rng.uniform(10, 200), 1),
-                                       "o3_ppm": round(rng.uniform(0.0, 0.1), 3),
-                                       "temp_c": round(rng.uniform(0, 15), 1)}
+            reading: dict[str, Any] = {
+                "device_id": device,
+                "ts": ts,
+                "seq": seq,
+                "pm25_ugm3": round(rng.uniform(5, 120), 1),
+                "pm10_ugm3": round(rng.uniform(10, 200), 1),
+                "o3_ppm": round(rng.uniform(0.0, 0.1), 3),
+                "temp_c": round(rng.uniform(0, 15), 1),
+            }
             if district is not None:
                 reading["district"] = district
             if rng.random() < 0.3:
@@ -108,7 +136,9 @@ def build(start_ms: int, *, seed: int = 7, taxis: int = 6, minutes: int = 15, en
 
     late_ids = {id(r) for _, r in scenario.late}
     # send in event-time order with up to two minutes of disorder
-    ordered = sorted(readings, key=lambda item: item[0] + (0 if id(item[2]) in late_ids else rng.uniform(-MINUTE, MINUTE)))
+    ordered = sorted(
+        readings, key=lambda item: item[0] + (0 if id(item[2]) in late_ids else rng.uniform(-MINUTE, MINUTE))
+    )
     for _, topic, reading in ordered:
         if id(reading) not in late_ids:
             scenario.valid.append((topic, reading))
@@ -134,11 +164,18 @@ def expected_taxi(scenario: Scenario) -> dict[tuple[str, int], dict[str, Any]]:
         mean, low, high = _stats([r["speed_kmh"] for r in rs])
         events = [r["event"] for r in rs]
         result[key] = {
-            "readings": len(rs), "taxis": len({r["device_id"] for r in rs}),
-            "speed_mean": mean, "speed_min": low, "speed_max": high,
-            "fcw": events.count("FCW"), "ufcw": events.count("UFCW"), "pcw": events.count("PCW"),
-            "ldw": events.count("LDW_L") + events.count("LDW_R"), "hmw": events.count("HMW"),
-            "overspeed": events.count("OVERSPEED"), "pothole": events.count("POTHOLE"),
+            "readings": len(rs),
+            "taxis": len({r["device_id"] for r in rs}),
+            "speed_mean": mean,
+            "speed_min": low,
+            "speed_max": high,
+            "fcw": events.count("FCW"),
+            "ufcw": events.count("UFCW"),
+            "pcw": events.count("PCW"),
+            "ldw": events.count("LDW_L") + events.count("LDW_R"),
+            "hmw": events.count("HMW"),
+            "overspeed": events.count("OVERSPEED"),
+            "pothole": events.count("POTHOLE"),
             "obstacle": events.count("OBSTACLE"),
         }
     return result
@@ -160,7 +197,9 @@ def expected_parking(scenario: Scenario) -> dict[tuple[str, int], dict[str, Any]
             occupied = sum(1 for r in latest.values() if r["occupied"])
             capacity = scenario.capacities.get(lot) or len(latest)
             result[(lot, start)] = {
-                "occupied": occupied, "known_spots": len(latest), "capacity": capacity,
+                "occupied": occupied,
+                "known_spots": len(latest),
+                "capacity": capacity,
                 "occupancy": occupied / capacity,
                 "changes": sum(1 for r in rs if start <= r["ts"] < end and r["kind"] == "change"),
             }
@@ -186,11 +225,19 @@ def expected_environment(scenario: Scenario, size: int) -> dict[tuple[str, str, 
     if size == HOUR:
         for (device, district, start), row in result.items():
             history = {
-                q: {s: r[f"{q}_mean"] for (d, di, s), r in result.items() if (d, di) == (device, district) and f"{q}_mean" in r}
+                q: {
+                    s: r[f"{q}_mean"]
+                    for (d, di, s), r in result.items()
+                    if (d, di) == (device, district) and f"{q}_mean" in r
+                }
                 for q in ("pm10_ugm3", "pm25_ugm3")
             }
             gases = {"o3_ppm": row["o3_ppm_mean"]} if "o3_ppm_mean" in row else {}
-            particles = {q: m for q in history if (m := pm_24h_mean({s: v for s, v in history[q].items() if s <= start}, start)) is not None}
+            particles = {
+                q: m
+                for q in history
+                if (m := pm_24h_mean({s: v for s, v in history[q].items() if s <= start}, start)) is not None
+            }
             cai = comprehensive_index(gases, particles)
             if cai is not None:
                 row.update(cai=cai.cai, cai_grade=cai.grade, cai_pollutant=cai.pollutant)

@@ -69,7 +69,9 @@ def wait_exact(url: str, database: str, scenario: sc.Scenario, workers: list[Wor
             assert worker.alive(), worker.log()[-4000:]
         time.sleep(1)
     shown = "\n".join(problems[:30])
-    raise AssertionError(f"{len(problems)} window differences after {timeout:.0f} s:\n{shown}\n{workers[0].log()[-1500:]}")
+    raise AssertionError(
+        f"{len(problems)} window differences after {timeout:.0f} s:\n{shown}\n{workers[0].log()[-1500:]}"
+    )
 
 
 def hour_aligned_hours_ago(hours: int) -> int:
@@ -77,11 +79,14 @@ def hour_aligned_hours_ago(hours: int) -> int:
     return now - now % sc.HOUR - hours * sc.HOUR
 
 
-def window_env(kafka: str, influx_url: str, database: str, tmp_path: Path, scenario: sc.Scenario, **extra: str) -> dict[str, str]:
+def window_env(
+    kafka: str, influx_url: str, database: str, tmp_path: Path, scenario: sc.Scenario, **extra: str
+) -> dict[str, str]:
     registry = tmp_path / "registry.yaml"
     registry.write_text(scenario.registry_yaml())
-    return worker_env(kafka, influx_url, database, CITYSTREAM_REGISTRY=str(registry),
-                      CITYSTREAM_CHECKPOINT_INTERVAL_S="0.5", **extra)
+    return worker_env(
+        kafka, influx_url, database, CITYSTREAM_REGISTRY=str(registry), CITYSTREAM_CHECKPOINT_INTERVAL_S="0.5", **extra
+    )
 
 
 async def test_windows_are_exact_with_disorder_duplicates_lateness_and_backfill(
@@ -110,7 +115,7 @@ async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     scenario = sc.build(hour_aligned_hours_ago(4), seed=23, taxis=40, minutes=30, lots=4, spots=20, stations=10)
     env = window_env(own_kafka, influx_url, database, tmp_path, scenario, CITYSTREAM_KAFKA_SESSION_TIMEOUT_S="6")
     rng = random.Random(5)
-    chunks = [scenario.messages[i:i + 1000] for i in range(0, len(scenario.messages), 1000)]
+    chunks = [scenario.messages[i : i + 1000] for i in range(0, len(scenario.messages), 1000)]
     worker = WorkerProcess(tmp_path, env).start()
     kills = 0
     try:
@@ -143,8 +148,11 @@ async def test_two_workers_give_the_same_windows_as_one(own_kafka: str, influx_u
     second = WorkerProcess(tmp_path / "two", {**env, "CITYSTREAM_WEB_PORT": str(free_port())}).start()
     try:
         wait_exact(influx_url, database, scenario, [first, second], timeout=240)
-        wait_for(lambda: bool(assigned_topics(first.log())) and bool(assigned_topics(second.log())), 30,
-                 "both workers to hold partitions")
+        wait_for(
+            lambda: bool(assigned_topics(first.log())) and bool(assigned_topics(second.log())),
+            30,
+            "both workers to hold partitions",
+        )
         # the partitions are shared, not duplicated
         assert assigned_topics(first.log()) | assigned_topics(second.log()) >= {sc.TAXI, sc.PARKING, sc.ENV}
     finally:

@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from schemas import codec
+from schemas.alert import Alert
+from streams.alerting import CAUGHT_UP_MS, PartitionRules
+from streams.outbox import AlertOutbox
 from streams.sink import PointSink
 from streams.windows import MergeProgress, WindowedAggregate
 
@@ -56,6 +59,9 @@ class PartitionWork:
     partition: int
     aggregate: WindowedAggregate | None
     progress: MergeProgress | None = None  # for an aggregate fed by forwarded records
+    rules: PartitionRules | None = None
+    last_sent_ms: int | None = None  # Kafka timestamp of the newest message processed
+    last_message_wall_ms: int | None = None
     restored_offset: int = -1  # messages at or before this offset are in the restored state
     last_offset: int = -1
     acks: list[Callable[[], object]] = field(default_factory=list)
@@ -64,10 +70,18 @@ class PartitionWork:
     def already_applied(self, offset: int) -> bool:
         return offset <= self.restored_offset
 
-    def processed(self, offset: int, ack: Callable[[], object]) -> None:
+    def processed(self, offset: int, ack: Callable[[], object], sent_ms: int | None, wall_ms: int) -> None:
         self.last_offset = offset
         self.acks.append(ack)
         self.changed = True
+        self.last_sent_ms = sent_ms
+        self.last_message_wall_ms = wall_ms
+
+    def caught_up(self, now_ms: int) -> bool:
+        """Whether the partition has processed its input up to about now (no backlog)."""
+        if self.last_sent_ms is None or self.last_message_wall_ms is None:
+            return True
+        return now_ms - self.last_sent_ms < CAUGHT_UP_MS or now_ms - self.last_message_wall_ms >= CAUGHT_UP_MS
 
 
 class Checkpointer:
@@ -77,12 +91,16 @@ class Checkpointer:
         self,
         sink: PointSink,
         store: StateStore,
-        aggregate_factory: Callable[[str], tuple[WindowedAggregate, MergeProgress | None] | None],
+        aggregate_factory: Callable[
+            [str], tuple[WindowedAggregate, MergeProgress | None, PartitionRules | None] | None
+        ],
         *,
         interval_s: float,
         before_flush: Callable[[], Awaitable[list[Awaitable[object]]]] | None = None,
         is_assigned: Callable[[str, int], bool] = lambda topic, partition: True,
+        outbox: AlertOutbox | None = None,
     ) -> None:
+        self.outbox = outbox
         self.sink = sink
         self.store = store
         self.aggregate_factory = aggregate_factory
@@ -118,14 +136,19 @@ class Checkpointer:
         made = self.aggregate_factory(topic)
         if made is None:
             return PartitionWork(topic, partition, None)
-        aggregate, progress = made
-        work = PartitionWork(topic, partition, aggregate, progress)
+        aggregate, progress, rules = made
+        work = PartitionWork(topic, partition, aggregate, progress, rules)
         blob = await self.store.load(topic, partition)
         if blob is not None:
             offset, state = decode_snapshot(blob)
             aggregate.load(state["aggregate"])
             if progress is not None:
                 progress.load(state["progress"])
+            if rules is not None and state.get("rules") is not None:
+                rules.load(state["rules"])
+                if self.outbox is not None:
+                    # alerts this partition published after its snapshot are not published again
+                    await self.outbox.recover(state.get("alerts_positions") or {})
             work.restored_offset = work.last_offset = offset
             log.info(
                 "restored %s[%d] at offset %d (watermark %s)", topic, partition, offset, aggregate.clock.watermark_ms
@@ -158,8 +181,16 @@ class Checkpointer:
             now_ms = time.time_ns() // 1_000_000
             snapshots: list[tuple[str, int, bytes]] = []
             acks: list[Callable[[], object]] = []
+            alerts: list[Alert] = []
+            positions = dict(self.outbox.positions) if self.outbox is not None else {}
             for work in list(self.works.values()):
                 if work.aggregate is not None:
+                    if work.rules is not None:
+                        frontier = work.aggregate.final_until_ms
+                        raised = work.rules.evaluate(work.aggregate, work.progress, work.caught_up(now_ms), now_ms)
+                        if raised or frontier != work.aggregate.final_until_ms:
+                            alerts += raised
+                            work.changed = True
                     self.sink.add(work.aggregate.take_lines())
                     if work.changed:
                         progress = work.progress
@@ -170,6 +201,8 @@ class Checkpointer:
                         state = {
                             "aggregate": work.aggregate.dump(),
                             "progress": None if progress is None else progress.dump(),
+                            "rules": None if work.rules is None else work.rules.dump(),
+                            "alerts_positions": positions,
                         }
                         snapshot = encode_snapshot(work.last_offset, state)
                         snapshots.append((work.topic, work.partition, snapshot))
@@ -177,9 +210,13 @@ class Checkpointer:
                     acks.extend(work.acks)
                 work.acks = []
                 work.changed = False
+            if self.outbox is not None:
+                await self.outbox.publish(alerts)
             if self.before_flush is not None:
                 self.sink.add([], waits=await self.before_flush())
             await self.sink.flush()
+            if self.outbox is not None:
+                await self.outbox.flush()
             if generation != self.generation:
                 log.info("a rebalance came during the checkpoint; its partitions restart from their last snapshot")
                 return

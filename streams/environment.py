@@ -157,6 +157,29 @@ class StationAggregate(WindowedAggregate):
         self.dirty_hours.clear()
         return lines
 
+    def _finals(self, after_ms: int | None, until_ms: int) -> list[Any]:
+        """Final hourly windows: (device_id, district, start, end, hourly means of PM2.5, PM10 and O3)."""
+        size = self.policy.long_ms
+        finals = sorted(
+            (start + size, key, start)
+            for start, key in self.hours
+            if start + size <= until_ms and (after_ms is None or start + size > after_ms)
+        )
+        return [
+            (
+                key[0],
+                key[1],
+                start,
+                end,
+                {
+                    name: stats.mean
+                    for name in ("pm25_ugm3", "pm10_ugm3", "o3_ppm")
+                    if (stats := self.hours[(start, key)].stats.get(name)) is not None
+                },
+            )
+            for end, key, start in finals
+        ]
+
     def _evict(self, horizon_ms: int) -> None:
         short, long = self.policy.short_ms, self.policy.long_ms
         for slot in [s for s in self.minutes if s[0] + short <= horizon_ms]:

@@ -124,14 +124,30 @@ class ParkingLotAggregate(WindowedAggregate):
             lot = self.lots.get(lot_id)
             if lot is None or start not in lot.changes:
                 continue
-            occupied, known = lot.state_at(start + size)
-            capacity = self.registry.lot_capacity(lot_id) or known
+            occupied, known, capacity, occupancy = self.occupancy(lot_id, start + size)
             lines.append(
                 f"parking_1m,lot_id={lot_id} occupied={occupied}i,known_spots={known}i,capacity={capacity}i,"
-                f"occupancy={format_float(occupied / capacity)},changes={lot.changes[start]}i {start}"
+                f"occupancy={format_float(occupancy)},changes={lot.changes[start]}i {start}"
             )
         self.dirty.clear()
         return lines
+
+    def occupancy(self, lot_id: str, end_ms: int) -> tuple[int, int, int, float]:
+        """(occupied, known spots, capacity, occupancy) of a lot at ``end_ms``."""
+        occupied, known = self.lots[lot_id].state_at(end_ms)
+        capacity = self.registry.lot_capacity(lot_id) or known or 1
+        return occupied, known, capacity, occupied / capacity
+
+    def _finals(self, after_ms: int | None, until_ms: int) -> list[Any]:
+        size = self.policy.short_ms
+        finals = [
+            (start + size, lot_id, start)
+            for lot_id, lot in self.lots.items()
+            for start in lot.changes
+            if start + size <= until_ms and (after_ms is None or start + size > after_ms)
+        ]
+        finals.sort()
+        return [(lot_id, start, end, self.occupancy(lot_id, end)[3]) for end, lot_id, start in finals]
 
     def _evict(self, horizon_ms: int) -> None:
         size = self.policy.short_ms

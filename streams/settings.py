@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from streams.alerts import AlertPolicy
 
 ENV_PREFIX = "CITYSTREAM_"
 
@@ -71,6 +74,13 @@ class Settings(BaseSettings):
         2.0, gt=0, le=300, description="how often windows are written, state saved and offsets committed"
     )
 
+    # alert rules (contract section 6): the contract's thresholds unless overridden, as JSON, e.g.
+    # CITYSTREAM_ALERT_THRESHOLDS='{"pm25_advisory_raise": 80, "station_offline_ms": 900000}'
+    alert_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="overrides of the alert rules' thresholds (names of streams.alerts.AlertPolicy)",
+    )
+
     # InfluxDB writes
     write_batch_size: int = Field(5_000, ge=1, le=1_000_000, description="points per InfluxDB write")
     write_interval_s: float = Field(1.0, gt=0, le=60, description="longest wait before buffered points are written")
@@ -125,6 +135,32 @@ class Settings(BaseSettings):
         if self.max_lateness_s < self.window_grace_s:
             raise ValueError("CITYSTREAM_MAX_LATENESS_S must be at least CITYSTREAM_WINDOW_GRACE_S")
         return self
+
+    @field_validator("alert_thresholds")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        from streams.alerts import AlertPolicy
+
+        known = set(AlertPolicy.__dataclass_fields__)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown threshold {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        try:
+            AlertPolicy(**value)  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def alert_policy(self) -> AlertPolicy:
+        from streams.alerts import AlertPolicy
+
+        fields = AlertPolicy.__dataclass_fields__
+        return AlertPolicy(
+            **{  # type: ignore[arg-type]
+                name: int(value) if fields[name].type in ("int", int) else value
+                for name, value in self.alert_thresholds.items()
+            }
+        )
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -78,9 +78,12 @@ def _classify(status: int, text: str, retry_after: str | None, what: str) -> Wri
 class V1Writer:
     """``POST /write?db=&precision=ms`` with a gzip body: InfluxDB 1.x and the 2.x/3.x v1 endpoints."""
 
-    def __init__(self, url: str, database: str, token: SecretStr | None, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, database: str, token: SecretStr | None, timeout_s: float, precision: str = "ms"
+    ) -> None:
         self.url = url.rstrip("/")
         self.database = database
+        self.precision = precision
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -121,7 +124,7 @@ class V1Writer:
             log.warning("could not create database %s: %s", self.database, exc)
 
     async def write(self, body: bytes) -> None:
-        params = {"db": self.database, "precision": "ms"}
+        params = {"db": self.database, "precision": self.precision}
         data = gzip.compress(body, compresslevel=1)
         headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"}
         try:
@@ -141,9 +144,12 @@ class V1Writer:
 class V2Writer:
     """``/api/v2/write`` through influxdb-client's async client: InfluxDB 2.x, 3.x and Cloud."""
 
-    def __init__(self, url: str, bucket: str, org: str, token: SecretStr, timeout_s: float) -> None:
+    def __init__(
+        self, url: str, bucket: str, org: str, token: SecretStr, timeout_s: float, precision: str = "ms"
+    ) -> None:
         self.url = url.rstrip("/")
         self.bucket = bucket
+        self.precision = precision
         self.org = org
         self._token = token
         self._timeout_ms = int(timeout_s * 1000)
@@ -183,7 +189,7 @@ class V2Writer:
                 bucket=self.bucket,
                 org=self.org,
                 record=body.decode("utf-8"),
-                write_precision=WritePrecision.MS,
+                write_precision=WritePrecision.NS if self.precision == "ns" else WritePrecision.MS,
             )
         except ApiException as exc:
             headers: Mapping[str, str] = exc.headers or {}
@@ -199,7 +205,8 @@ class V2Writer:
             self._client = None
 
 
-def make_writer(settings: Settings) -> InfluxWriter:
+def make_writer(settings: Settings, precision: str = "ms") -> InfluxWriter:
+    """A writer for line protocol with timestamps in ``precision`` (``ms`` or ``ns``)."""
     if settings.influx_api == "v2":
         assert settings.influx_org is not None and settings.influx_token is not None  # settings check it
         return V2Writer(
@@ -208,8 +215,9 @@ def make_writer(settings: Settings) -> InfluxWriter:
             settings.influx_org,
             settings.influx_token,
             settings.write_timeout_s,
+            precision,
         )
-    return V1Writer(settings.influx_url, settings.influx_db, settings.influx_token, settings.write_timeout_s)
+    return V1Writer(settings.influx_url, settings.influx_db, settings.influx_token, settings.write_timeout_s, precision)
 
 
 async def wait_until_ready(writer: InfluxWriter, timeout_s: float) -> None:

@@ -25,6 +25,8 @@ EVENT_COUNTERS: Final = {
     "OVERSPEED": "overspeed", "POTHOLE": "pothole", "OBSTACLE": "obstacle",
 }  # fmt: skip
 COUNTERS: Final = ("fcw", "ufcw", "pcw", "ldw", "hmw", "overspeed", "pothole", "obstacle")
+COLLISION_EVENTS: Final = frozenset({"FCW", "UFCW", "PCW"})
+HAZARD_EVENTS: Final = frozenset({"POTHOLE", "OBSTACLE"})
 _COUNTER_INDEX: Final = {name: i for i, name in enumerate(COUNTERS)}
 
 
@@ -75,13 +77,15 @@ def partition_key(fix: TaxiFix) -> str:
 
 
 class CellWindow:
-    __slots__ = ("counts", "readings", "speed", "taxis")
+    __slots__ = ("collisions", "counts", "hazards", "readings", "speed", "taxis")
 
     def __init__(self) -> None:
         self.readings = 0
         self.taxis: set[str] = set()
         self.speed = Stats()
         self.counts = [0] * len(COUNTERS)
+        self.collisions: dict[str, int] = {}  # taxi -> collision warnings (FCW, UFCW, PCW), for alerts
+        self.hazards: set[str] = set()  # taxis that reported a pothole or an obstacle
 
 
 class TaxiCellAggregate(WindowedAggregate):
@@ -105,6 +109,10 @@ class TaxiCellAggregate(WindowedAggregate):
         counter = EVENT_COUNTERS.get(fix.event)
         if counter is not None:
             window.counts[_COUNTER_INDEX[counter]] += 1
+            if fix.event in COLLISION_EVENTS:
+                window.collisions[fix.device_id] = window.collisions.get(fix.device_id, 0) + 1
+            elif fix.event in HAZARD_EVENTS:
+                window.hazards.add(fix.device_id)
         self.dirty.add(key)
 
     def _lines(self) -> list[str]:
@@ -124,6 +132,16 @@ class TaxiCellAggregate(WindowedAggregate):
         self.dirty.clear()
         return lines
 
+    def _finals(self, after_ms: int | None, until_ms: int) -> list[Any]:
+        size = self.policy.short_ms
+        finals = [
+            (start + size, cell, start, window.collisions, window.hazards)
+            for (start, cell), window in self.windows.items()
+            if start + size <= until_ms and (after_ms is None or start + size > after_ms)
+        ]
+        finals.sort(key=lambda item: (item[0], item[1]))
+        return [(cell, start, end, collisions, hazards) for end, cell, start, collisions, hazards in finals]
+
     def _evict(self, horizon_ms: int) -> None:
         size = self.policy.short_ms
         for key in [k for k in self.windows if k[0] + size <= horizon_ms]:
@@ -131,14 +149,16 @@ class TaxiCellAggregate(WindowedAggregate):
 
     def _dump(self) -> Any:
         return [
-            [start, cell, w.readings, sorted(w.taxis), w.speed.dump(), w.counts]
+            [start, cell, w.readings, sorted(w.taxis), w.speed.dump(), w.counts, w.collisions, sorted(w.hazards)]
             for (start, cell), w in self.windows.items()
         ]
 
     def _load(self, data: Any) -> None:
-        for start, cell, readings, taxis, speed, counts in data:
+        for start, cell, readings, taxis, speed, counts, *alerting in data:
             window = CellWindow()
             window.readings, window.taxis, window.speed, window.counts = readings, set(taxis), Stats.load(speed), counts
+            if alerting:
+                window.collisions, window.hazards = dict(alerting[0]), set(alerting[1])
             self.windows[(start, cell)] = window
 
 

@@ -238,6 +238,8 @@ class WindowedAggregate:
         self.dedup = Dedup()
         self.counts: dict[str, int] = {FOLDED: 0, DUPLICATE: 0, LATE: 0}
         self.evicted_before_ms = -(2**62)
+        # windows ending at or before this instant have been reported final
+        self.final_until_ms: int | None = None
 
     def judge(self, record: Any, wall_ms: int) -> str:
         """Decide whether a valid record is new and on time, and advance the clock."""
@@ -259,8 +261,10 @@ class WindowedAggregate:
             self._fold(record)
         return verdict
 
-    def apply(self, record: Any) -> bool:
+    def apply(self, record: Any, wall_ms: int | None = None) -> bool:
         """Fold a record judged new and on time upstream; False when its window was already evicted."""
+        if wall_ms is not None:
+            self.clock.last_input_wall_ms = wall_ms
         if record.ts < self.evicted_before_ms:
             self.counts[LATE] += 1
             return False
@@ -271,6 +275,26 @@ class WindowedAggregate:
     def take_lines(self) -> list[str]:
         """Line protocol of every window changed since the last call (upserts)."""
         return self._lines()
+
+    def finalize(self, wall_ms: int, watermark_ms: int | None = None) -> list[Any]:
+        """The windows that became final since the last call, in the order of their end.
+
+        A window is final once the watermark has passed its end plus the grace period, or, when the
+        partition has received nothing for a grace period, once the wall clock has (contract
+        section 3). ``watermark_ms`` overrides this partition's own watermark (an aggregate fed
+        by several source partitions passes the slowest one's).
+        """
+        watermark = self.clock.watermark_ms if watermark_ms is None else watermark_ms
+        grace = self.policy.grace_ms
+        frontier = None if watermark is None else watermark - grace
+        last_input = self.clock.last_input_wall_ms
+        if last_input is not None and wall_ms - last_input >= grace:
+            frontier = wall_ms - grace if frontier is None else max(frontier, wall_ms - grace)
+        previous = self.final_until_ms
+        if frontier is None or (previous is not None and frontier <= previous):
+            return []
+        self.final_until_ms = frontier
+        return self._finals(previous, frontier)
 
     def expire(self, horizon_ms: int | None = None) -> None:
         """Drop duplicates and windows that no reading can change any more.
@@ -294,6 +318,7 @@ class WindowedAggregate:
             "dedup": self.dedup.dump(),
             "counts": self.counts,
             "evicted_before_ms": self.evicted_before_ms,
+            "final_until_ms": self.final_until_ms,
             "windows": self._dump(),
         }
 
@@ -302,6 +327,7 @@ class WindowedAggregate:
         self.dedup = Dedup.load(data["dedup"])
         self.counts.update(data["counts"])
         self.evicted_before_ms = data.get("evicted_before_ms", -(2**62))
+        self.final_until_ms = data.get("final_until_ms")
         self._load(data["windows"])
 
     # for subclasses
@@ -309,6 +335,10 @@ class WindowedAggregate:
         pass
 
     def _lines(self) -> list[str]:
+        return []
+
+    def _finals(self, after_ms: int | None, until_ms: int) -> list[Any]:
+        """Windows ending in (after_ms, until_ms], as the rules of this stream need them."""
         return []
 
     def _evict(self, horizon_ms: int) -> None:

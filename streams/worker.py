@@ -14,17 +14,28 @@ import faust
 import mode
 from faust.types import TP
 
+from schemas.alert import Alert
 from schemas.readings import SOURCE_TOPICS, SourceKind
 from streams import environment, parking, taxi
+from streams.alerting import (
+    CellPartitionRules,
+    LotPartitionRules,
+    PartitionRules,
+    SpotPartitionRules,
+    StationPartitionRules,
+)
+from streams.alerts import alert_line_ns
 from streams.app import build_app
 from streams.checkpoint import Checkpointer, PartitionWork
 from streams.decode import SourceMessage, TimeLimits
 from streams.forward import HEARTBEAT, Forwarder, decode_records
+from streams.outbox import AlertOutbox
 from streams.registry import RegistryError, load_registry
 from streams.settings import ConfigError, Settings, load_settings
 from streams.sink import InfluxUnavailable, PointSink, make_writer, wait_until_ready
 from streams.state import KafkaStateStore
 from streams.topics import (
+    ALERTS_TOPIC,
     DEADLETTER_TOPIC,
     BrokerUnavailable,
     contract_topics,
@@ -59,6 +70,10 @@ class WorkerService(mode.Service):
         await self.runtime.sink.run()
 
     @mode.Service.task
+    async def _write_alerts(self) -> None:
+        await self.runtime.alerts_sink.run()
+
+    @mode.Service.task
     async def _checkpoints(self) -> None:
         await self.runtime.checkpointer.run()
 
@@ -70,6 +85,7 @@ class WorkerService(mode.Service):
 
     async def on_stop(self) -> None:
         await self.runtime.sink.stop()
+        await self.runtime.alerts_sink.stop()
         await self.runtime.state_store.close()
 
 
@@ -97,6 +113,22 @@ class Runtime:
             max_pending=settings.max_pending_points,
         )
         self.ingestor = Ingestor(self.registry, self.limits)
+        self.alert_policy = settings.alert_policy()
+        # alerts are written with nanosecond times: see streams.alerts (two subjects, one window end)
+        self.alerts_sink = PointSink(
+            make_writer(settings, precision="ns"),
+            batch_size=settings.write_batch_size,
+            interval_s=settings.write_interval_s,
+            max_pending=settings.max_pending_points,
+        )
+        self.outbox = AlertOutbox(
+            ALERTS_TOPIC,
+            settings.source_partitions,
+            self._send,
+            self.alerts_sink,
+            alert_line_ns,
+            settings.bootstrap_servers,
+        )
         app_id = settings.app_id
         self.env_topic = SOURCE_TOPICS[SourceKind.ENVIRONMENT]
         self.taxi_cells_topic = taxi_by_cell_topic(app_id)
@@ -121,6 +153,7 @@ class Runtime:
             interval_s=settings.checkpoint_interval_s,
             before_flush=self.checkpoint_forwarders,
             is_assigned=self._is_assigned,
+            outbox=self.outbox,
         )
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._last_checkpoint)  # type: ignore[arg-type]
@@ -156,18 +189,23 @@ class Runtime:
             self.sink.add([], waits=deliveries)
         return deliveries
 
-    def _aggregate_for(self, topic: str) -> tuple[WindowedAggregate, MergeProgress | None] | None:
-        policy, registry = self.policy, self.registry
+    def _aggregate_for(
+        self, topic: str
+    ) -> tuple[WindowedAggregate, MergeProgress | None, PartitionRules | None] | None:
+        policy, registry, alerts = self.policy, self.registry, self.alert_policy
+        lateness = policy.max_lateness_ms
         if topic == self.env_topic:
-            return environment.StationAggregate(policy, registry), None
-        if topic in (taxi.STREAM.topic, parking.STREAM.topic):
-            return SourceGate(policy), None
+            return environment.StationAggregate(policy, registry), None, StationPartitionRules(alerts)
+        if topic == taxi.STREAM.topic:
+            return SourceGate(policy), None, None
+        if topic == parking.STREAM.topic:
+            return SourceGate(policy), None, SpotPartitionRules(alerts)
         if topic == self.taxi_cells_topic:
-            sources = self.source_partitions[taxi.STREAM.topic]
-            return taxi.TaxiCellAggregate(policy, registry), MergeProgress(policy.max_lateness_ms, sources)
+            progress = MergeProgress(lateness, self.source_partitions[taxi.STREAM.topic])
+            return taxi.TaxiCellAggregate(policy, registry), progress, CellPartitionRules(alerts)
         if topic == self.parking_lots_topic:
-            sources = self.source_partitions[parking.STREAM.topic]
-            return parking.ParkingLotAggregate(policy, registry), MergeProgress(policy.max_lateness_ms, sources)
+            progress = MergeProgress(lateness, self.source_partitions[parking.STREAM.topic])
+            return parking.ParkingLotAggregate(policy, registry), progress, LotPartitionRules(alerts)
         return None
 
     def _is_assigned(self, topic: str, partition: int) -> bool:
@@ -186,38 +224,50 @@ class Runtime:
 
     # what a source agent does with the valid readings of a message: readings that are new and on
     # time in their source partition are aggregated here (stations) or forwarded (cells, lots)
-    def _forward_taxi(self, readings: list[Any], work: PartitionWork, offset: int) -> None:
-        self._forward(readings, work, offset, taxi.TaxiFix.of, taxi.partition_key, self.taxi_forwarder)
+    def _forward_taxi(self, readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
+        return self._forward(readings, work, offset, sent_ms, taxi.TaxiFix.of, taxi.partition_key, self.taxi_forwarder)
 
-    def _forward_parking(self, readings: list[Any], work: PartitionWork, offset: int) -> None:
-        self._forward(readings, work, offset, parking.SpotReport.of, parking.partition_key, self.parking_forwarder)
+    def _forward_parking(self, readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
+        return self._forward(
+            readings, work, offset, sent_ms, parking.SpotReport.of, parking.partition_key, self.parking_forwarder
+        )
 
     @staticmethod
     def _forward(
         readings: list[Any],
         work: PartitionWork,
         offset: int,
+        sent_ms: int,
         reduce: Callable[[Any], Any],
         key: Callable[[Any], str],
         forwarder: Forwarder,
-    ) -> None:
+    ) -> list[Alert]:
         gate = work.aggregate
         assert gate is not None
         now = wall_ms()
+        alerts: list[Alert] = []
         for index, reading in enumerate(readings):
             if gate.judge(reading, now) == FOLDED:
                 record = reduce(reading)
                 forwarder.add(key(record), (work.partition, offset, index, gate.clock.watermark_ms, *record))
+                if work.rules is not None:
+                    alerts += work.rules.on_reading(reading, sent_ms, now)
+        return alerts
 
-    def _fold_environment(self, readings: list[Any], work: PartitionWork, offset: int) -> None:
-        aggregate = work.aggregate
-        assert aggregate is not None
+    def _fold_environment(self, readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
+        aggregate, rules = work.aggregate, work.rules
+        assert aggregate is not None and rules is not None
         now = wall_ms()
+        alerts: list[Alert] = []
         for reading in readings:
-            aggregate.fold(environment.StationSample.of(reading, self.registry), now)
+            if aggregate.fold(environment.StationSample.of(reading, self.registry), now) == FOLDED:
+                alerts += rules.on_reading(reading, sent_ms, now)
+        return alerts
 
-    def _attach_source(self, stream: SourceStream[Any], then: Callable[[list[Any], PartitionWork, int], None]) -> None:
-        app, ingestor, sink, checkpointer = self.app, self.ingestor, self.sink, self.checkpointer
+    def _attach_source(
+        self, stream: SourceStream[Any], then: Callable[[list[Any], PartitionWork, int, int], list[Alert]]
+    ) -> None:
+        app, ingestor, sink, checkpointer, outbox = self.app, self.ingestor, self.sink, self.checkpointer, self.outbox
         topic = app.topic(
             stream.topic,
             key_type=bytes,
@@ -236,14 +286,9 @@ class Runtime:
                 work = await checkpointer.work(message.topic, message.partition)
                 if generation != checkpointer.generation:
                     continue  # a rebalance came meanwhile: Faust delivers it again from the committed offset
+                sent_ms = int(message.timestamp * 1000) if message.timestamp else None
                 if not work.already_applied(message.offset):
-                    source = SourceMessage(
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                        message.key,
-                        int(message.timestamp * 1000) if message.timestamp else None,
-                    )
+                    source = SourceMessage(message.topic, message.partition, message.offset, message.key, sent_ms)
                     outcome = ingestor.ingest(stream, source, message.value)
                     waits = [
                         await app.producer.send(DEADLETTER_TOPIC, key, value, None, None, None)
@@ -251,8 +296,10 @@ class Runtime:
                     ]
                     sink.add(outcome.lines, waits=waits)
                     if outcome.readings:
-                        then(outcome.readings, work, message.offset)
-                work.processed(message.offset, event.ack)
+                        alerts = then(outcome.readings, work, message.offset, sent_ms or wall_ms())
+                        if alerts:
+                            await outbox.publish(alerts)
+                work.processed(message.offset, event.ack, sent_ms, wall_ms())
                 await sink.wait_for_room()
 
         app.agent(topic, name=f"citystream.{stream.kind.value}")(ingest)
@@ -284,8 +331,9 @@ class Runtime:
                         if index == HEARTBEAT:
                             progress.heartbeat(source, watermark, fields[0])
                         elif progress.accept(source, offset, index, watermark, now):
-                            apply(record_type(*fields))
-                work.processed(message.offset, event.ack)
+                            apply(record_type(*fields), now)
+                sent_ms = int(message.timestamp * 1000) if message.timestamp else None
+                work.processed(message.offset, event.ack, sent_ms, wall_ms())
                 await sink.wait_for_room()
 
         app.agent(topic, name=f"citystream.{topic_name}")(aggregate)
@@ -301,7 +349,8 @@ class Runtime:
             timeout_s=settings.startup_timeout_s,
         )
         sources = list(SOURCE_TOPICS.values())
-        counts = await partition_counts(servers, sources)
+        counts = await partition_counts(servers, [*sources, ALERTS_TOPIC])
+        self.outbox.partitions = counts.pop(ALERTS_TOPIC, settings.source_partitions)
         self.source_partitions.update(counts)
         await ensure_topics(
             servers,
@@ -313,8 +362,10 @@ class Runtime:
             replication=settings.topic_replication,
             timeout_s=settings.startup_timeout_s,
         )
+        await self.outbox.start()
         await self.writer.open()
         await wait_until_ready(self.writer, settings.startup_timeout_s)
+        await self.alerts_sink.writer.open()
 
     def run(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)

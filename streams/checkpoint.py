@@ -150,6 +150,8 @@ class Checkpointer:
                     # alerts this partition published after its snapshot are not published again
                     await self.outbox.recover(state.get("alerts_positions") or {})
             work.restored_offset = work.last_offset = offset
+            # quiet since the restore, as far as this worker knows: windows may close by the wall clock
+            aggregate.clock.last_input_wall_ms = time.time_ns() // 1_000_000
             log.info(
                 "restored %s[%d] at offset %d (watermark %s)", topic, partition, offset, aggregate.clock.watermark_ms
             )

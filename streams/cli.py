@@ -17,12 +17,14 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from streams.alertconsumer import alerts_command
     from streams.demo import demo_command
     from streams.localstack import local_command
     from streams.simulate import simulate_command
     from streams.soak import soak_command
     from streams.worker import worker_command
 
+    cli.add_command(alerts_command)
     cli.add_command(demo_command)
     cli.add_command(local_command)
     cli.add_command(simulate_command)

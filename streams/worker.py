@@ -171,11 +171,18 @@ class Runtime:
         return await self.app.producer.send(topic, str(partition).encode(), value, partition, None, None)
 
     def _heartbeats(self) -> None:
-        for work in self.checkpointer.works.values():
-            forwarder = self.forwarders.get(work.topic)
-            if forwarder is not None and work.aggregate is not None:
+        """Every source partition this worker holds tells the windows downstream how far it has got;
+        one that has had no message yet says so, so that it holds nothing back."""
+        for tp in self.app.consumer.assignment():
+            forwarder = self.forwarders.get(tp.topic)
+            if forwarder is None:
+                continue
+            work = self.checkpointer.works.get((tp.topic, tp.partition))
+            if work is not None and work.aggregate is not None:
                 clock = work.aggregate.clock
                 forwarder.heartbeat(work.partition, work.last_offset, clock.watermark_ms, clock.last_input_wall_ms)
+            else:
+                forwarder.heartbeat(tp.partition, -1, None, None)
 
     async def checkpoint_forwarders(self) -> list[Awaitable[object]]:
         """At a checkpoint: heartbeats of the source partitions, then everything buffered."""

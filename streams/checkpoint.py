@@ -62,6 +62,7 @@ class PartitionWork:
     rules: PartitionRules | None = None
     last_sent_ms: int | None = None  # Kafka timestamp of the newest message processed
     last_message_wall_ms: int | None = None
+    evaluated_ms: int | None = None  # when the alert rules last ran on this partition
     restored_offset: int = -1  # messages at or before this offset are in the restored state
     last_offset: int = -1
     acks: list[Callable[[], object]] = field(default_factory=list)
@@ -139,6 +140,16 @@ class Checkpointer:
         aggregate, progress, rules = made
         work = PartitionWork(topic, partition, aggregate, progress, rules)
         blob = await self.store.load(topic, partition)
+        if blob is None and rules is not None:
+            # a first snapshot before anything is processed: it records where the alerts topic
+            # stood, so whoever restores this partition later finds the alerts published since
+            initial = {
+                "aggregate": aggregate.dump(),
+                "progress": None if progress is None else progress.dump(),
+                "rules": rules.dump(),
+                "alerts_positions": dict(self.outbox.positions) if self.outbox is not None else {},
+            }
+            await (await self.store.save(topic, partition, encode_snapshot(-1, initial)))
         if blob is not None:
             offset, state = decode_snapshot(blob)
             aggregate.load(state["aggregate"])
@@ -172,6 +183,32 @@ class Checkpointer:
             await asyncio.sleep(self.interval_s)
             await self.checkpoint()
 
+    async def run_alert_rules(self, interval_s: float) -> None:
+        """Evaluate the alert rules often, between checkpoints, so that alerts follow final windows fast."""
+        while not self._stopping:
+            await asyncio.sleep(interval_s)
+            async with self._lock:
+                alerts = self._evaluate(time.time_ns() // 1_000_000)
+                if alerts and self.outbox is not None:
+                    await self.outbox.publish(alerts)
+
+    def _evaluate(self, now_ms: int) -> list[Alert]:
+        """Run every partition's rules on its newly final windows and the clock (synchronously)."""
+        alerts: list[Alert] = []
+        for work in self.works.values():
+            if work.aggregate is None or work.rules is None:
+                continue
+            frontier = work.aggregate.final_until_ms
+            raised = work.rules.evaluate(work.aggregate, work.progress, work.caught_up(now_ms), now_ms)
+            if raised or frontier != work.aggregate.final_until_ms:
+                work.changed = True
+            if raised and self.outbox is not None:
+                # the windows became final at the earliest after the previous evaluation
+                self.outbox.track_latency(raised, work.evaluated_ms)
+            work.evaluated_ms = now_ms
+            alerts += raised
+        return alerts
+
     async def stop(self) -> None:
         self._stopping = True
         await self.checkpoint()
@@ -183,16 +220,10 @@ class Checkpointer:
             now_ms = time.time_ns() // 1_000_000
             snapshots: list[tuple[str, int, bytes]] = []
             acks: list[Callable[[], object]] = []
-            alerts: list[Alert] = []
             positions = dict(self.outbox.positions) if self.outbox is not None else {}
+            alerts = self._evaluate(now_ms)
             for work in list(self.works.values()):
                 if work.aggregate is not None:
-                    if work.rules is not None:
-                        frontier = work.aggregate.final_until_ms
-                        raised = work.rules.evaluate(work.aggregate, work.progress, work.caught_up(now_ms), now_ms)
-                        if raised or frontier != work.aggregate.final_until_ms:
-                            alerts += raised
-                            work.changed = True
                     self.sink.add(work.aggregate.take_lines())
                     if work.changed:
                         progress = work.progress

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -47,6 +49,9 @@ class AlertOutbox:
         self.already_published: set[tuple[str, str]] = set()
         self.published = 0
         self.suppressed = 0
+        # seconds from a window becoming final (at the latest) to its alert being on the topic
+        self.latencies: deque[float] = deque(maxlen=10_000)
+        self._final_since: dict[tuple[str, str], int] = {}
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -73,8 +78,36 @@ class AlertOutbox:
             self._sink.add([self._line_of(alert)], waits=[delivery])
             if isinstance(delivery, asyncio.Future):
                 delivery.add_done_callback(self._delivered)
+                since = self._final_since.pop(key, None)
+                if since is not None:
+                    delivery.add_done_callback(self._latency_recorder(since))
             self.published += 1
             log.info("alert %s %s (%s)", alert.status, alert.alert_id, alert.message)
+
+    def track_latency(self, alerts: Iterable[Alert], final_since_ms: int | None) -> None:
+        """Measure these alerts' latency from ``final_since_ms`` to their delivery on the topic."""
+        if final_since_ms is None:
+            return
+        for alert in alerts:
+            self._final_since[(alert.alert_id, alert.status)] = final_since_ms
+
+    def _latency_recorder(self, since_ms: int) -> Callable[[asyncio.Future[object]], None]:
+        def record(delivery: asyncio.Future[object]) -> None:
+            if not delivery.cancelled() and delivery.exception() is None:
+                self.latencies.append(time.time() - since_ms / 1000)
+
+        return record
+
+    def latency_summary(self) -> dict[str, float]:
+        values = sorted(self.latencies)
+        if not values:
+            return {}
+        return {
+            "alerts": len(values),
+            "p50_s": values[len(values) // 2],
+            "p99_s": values[min(len(values) - 1, int(len(values) * 0.99))],
+            "max_s": values[-1],
+        }
 
     def _delivered(self, delivery: asyncio.Future[object]) -> None:
         if delivery.cancelled() or delivery.exception() is not None:

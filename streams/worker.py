@@ -52,6 +52,7 @@ from streams.wiring import Ingestor, SourceStream
 log = logging.getLogger("citystream.worker")
 
 FORWARD_INTERVAL_S = 0.2
+ALERT_RULES_INTERVAL_S = 0.2
 
 
 def wall_ms() -> int:
@@ -78,12 +79,25 @@ class WorkerService(mode.Service):
         await self.runtime.checkpointer.run()
 
     @mode.Service.task
+    async def _alert_rules(self) -> None:
+        await self.runtime.checkpointer.run_alert_rules(ALERT_RULES_INTERVAL_S)
+
+    @mode.Service.timer(60.0)
+    async def _report_alert_latency(self) -> None:
+        summary = self.runtime.outbox.latency_summary()
+        if summary:
+            log.info("alert latency from final window to topic: %s", summary)
+
+    @mode.Service.task
     async def _forward(self) -> None:
         while not self.should_stop:
             await asyncio.sleep(FORWARD_INTERVAL_S)
             await self.runtime.flush_forwarders()
 
     async def on_stop(self) -> None:
+        summary = self.runtime.outbox.latency_summary()
+        if summary:
+            log.warning("alert latency from final window to topic: %s", summary)
         await self.runtime.sink.stop()
         await self.runtime.alerts_sink.stop()
         await self.runtime.state_store.close()

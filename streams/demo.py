@@ -19,7 +19,7 @@ from rich.table import Table
 
 from schemas.readings import SOURCE_TOPICS
 from streams.localstack import LocalStackError, free_port, local_up
-from streams.topics import DEADLETTER_TOPIC, contract_topics, ensure_topics
+from streams.topics import DEADLETTER_TOPIC, contract_topics, ensure_topics, records_since
 from streams.workerprocess import WorkerProcess
 
 RAW_MEASUREMENTS = {"taxi_adas": "speed_kmh", "parking": "occupied", "environment": None}
@@ -75,33 +75,14 @@ async def committed_lag(bootstrap: str, group: str, topics: list[str]) -> int:
         await consumer.stop()
 
 
-async def dead_letters_since(
-    bootstrap: str, start: dict[TopicPartition, int], since_ms: int, quiet_s: float = 2.0
-) -> Counter[str]:
-    """Dead letters per reason published at or after ``since_ms``, read from the ``start`` offsets on
-    until none comes for ``quiet_s``.
+async def dead_letters_since(bootstrap: str, start: dict[TopicPartition, int], since_ms: int) -> Counter[str]:
+    """Dead letters per reason published at or after ``since_ms``, read from the ``start`` offsets on.
 
-    The local broker reports a partition's end as its last batch's first offset + 1, so ``start`` may
-    lie a little before the first new dead letter (hence the time filter), and the end is not used.
+    ``start`` may lie a little before the first new dead letter (the local broker under-reports end
+    offsets), hence the time filter.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    reasons: Counter[str] = Counter()
-    try:
-        consumer.assign(list(start))
-        for tp, offset in start.items():
-            consumer.seek(tp, offset)
-        while True:
-            batches = await consumer.getmany(timeout_ms=int(quiet_s * 1000))
-            if not batches:
-                break
-            for records in batches.values():
-                for record in records:
-                    if record.timestamp >= since_ms:
-                        reasons[orjson.loads(record.value)["reason"]] += 1
-    finally:
-        await consumer.stop()
-    return reasons
+    records = await records_since(bootstrap, start, quiet_s=2.0)
+    return Counter(orjson.loads(r.value)["reason"] for r in records if r.timestamp >= since_ms)
 
 
 AGGREGATE_MEASUREMENTS = ("taxi_adas_1m", "parking_1m", "environment_1m", "environment_1h")

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas import codec
 from schemas.alert import Alert
 from streams.sink import PointSink
+from streams.topics import records_since
 
 log = logging.getLogger(__name__)
 
@@ -126,22 +127,7 @@ class AlertOutbox:
         if not positions:
             return
         async with self._lock:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap_servers, group_id=None, enable_auto_commit=False
-            )
-            await consumer.start()
-            try:
-                tps = {TopicPartition(self.topic, int(p)): offset for p, offset in positions.items()}
-                consumer.assign(list(tps))
-                for tp, offset in tps.items():
-                    consumer.seek(tp, offset)
-                while True:
-                    batches = await consumer.getmany(timeout_ms=int(quiet_s * 1000))
-                    if not batches:
-                        break
-                    for records in batches.values():
-                        for record in records:
-                            document = codec.loads(record.value)
-                            self.already_published.add((document["alert_id"], document["status"]))
-            finally:
-                await consumer.stop()
+            start = {TopicPartition(self.topic, int(p)): offset for p, offset in positions.items()}
+            for record in await records_since(self._bootstrap_servers, start, quiet_s):
+                document = codec.loads(record.value)
+                self.already_published.add((document["alert_id"], document["status"]))

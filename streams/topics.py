@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -85,6 +86,29 @@ async def partition_counts(
         return {topic["topic"]: len(topic["partitions"]) for topic in described if topic.get("partitions")}
     finally:
         await admin.close()
+
+
+async def records_since(
+    bootstrap_servers: list[str] | str, start: Mapping[TopicPartition, int], quiet_s: float = 1.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """The records of the given partitions from the given offsets on, read until none comes for ``quiet_s``.
+
+    (Not until the end offsets: the local broker, Tansu, reports a partition's end as its last
+    batch's first offset + 1.)
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        while batches := await consumer.getmany(timeout_ms=int(quiet_s * 1000)):
+            for batch in batches.values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
 
 
 async def ensure_topics(

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from schemas.readings import SOURCE_TOPICS
 from streams.localstack import LocalStackError, free_port, local_up
-from streams.topics import DEADLETTER_TOPIC, contract_topics, ensure_topics, records_since
+from streams.topics import ALERTS_TOPIC, DEADLETTER_TOPIC, contract_topics, ensure_topics, records_since
 from streams.workerprocess import WorkerProcess
 
 RAW_MEASUREMENTS = {"taxi_adas": "speed_kmh", "parking": "occupied", "environment": None}
@@ -83,6 +83,13 @@ async def dead_letters_since(bootstrap: str, start: dict[TopicPartition, int], s
     """
     records = await records_since(bootstrap, start, quiet_s=2.0)
     return Counter(orjson.loads(r.value)["reason"] for r in records if r.timestamp >= since_ms)
+
+
+async def alerts_since(bootstrap: str, start: dict[TopicPartition, int], since_ms: int) -> Counter[str]:
+    """Alerts per kind and status published at or after ``since_ms``."""
+    records = await records_since(bootstrap, start, quiet_s=2.0)
+    documents = [orjson.loads(r.value) for r in records if r.timestamp >= since_ms]
+    return Counter(f"{d['kind']} {d['status']}" for d in documents)
 
 
 AGGREGATE_MEASUREMENTS = ("taxi_adas_1m", "parking_1m", "environment_1m", "environment_1h")
@@ -157,6 +164,7 @@ def demo_command(duration: float, rate: float, folder: Path, kafka_port: int, in
     settings = load_settings(kafka_bootstrap=stack.bootstrap)
     asyncio.run(ensure_topics(stack.bootstrap, contract_topics(settings.source_partitions), timeout_s=30))
     dead_start = asyncio.run(topic_end_offsets(stack.bootstrap, [DEADLETTER_TOPIC]))
+    alerts_start = asyncio.run(topic_end_offsets(stack.bootstrap, [ALERTS_TOPIC]))
     since_ms = time.time_ns() // 1_000_000
     worker_log = demo_dir / "worker.log"
     worker = WorkerProcess(demo_dir, env, log_path=worker_log)
@@ -194,7 +202,8 @@ def demo_command(duration: float, rate: float, folder: Path, kafka_port: int, in
         console.print(f"  worker: stopped (exit code {code})")
     aggregates = count_aggregates_since(stack.influx_url, stack.influx_db, since_ms)
     dead = asyncio.run(dead_letters_since(stack.bootstrap, dead_start, since_ms))
-    _print_summary(console, report, points, aggregates, dead, stack.influx_url, stack.influx_db)
+    alerts = asyncio.run(alerts_since(stack.bootstrap, alerts_start, since_ms))
+    _print_summary(console, report, points, aggregates, dead, alerts, stack.influx_url, stack.influx_db)
 
 
 def _wait_until_written(
@@ -233,6 +242,7 @@ def _print_summary(
     points: dict[str, int],
     aggregates: dict[str, int],
     dead: Counter[str],
+    alerts: Counter[str],
     influx_url: str,
     database: str,
 ) -> None:
@@ -251,6 +261,14 @@ def _print_summary(
         letters.add_row(reason, f"{dead.get(reason, 0):,}", f"{sent.get(reason, 0):,}")
     letters.add_row("[bold]total", f"[bold]{sum(dead.values()):,}", f"[bold]{report.expected_dead_letters:,}")
     console.print(letters)
+    raised = Table(title=f"Alerts on {ALERTS_TOPIC}", title_justify="left")
+    raised.add_column("kind and status")
+    raised.add_column("alerts", justify="right")
+    for name, count in sorted(alerts.items()):
+        raised.add_row(name, f"{count:,}")
+    if not alerts:
+        raised.add_row("(none in this run)", "0")
+    console.print(raised)
     raw = sum(points.values())
     console.print(
         f"The simulator sent {report.valid_readings:,} valid readings in {report.elapsed_s:.0f} s "

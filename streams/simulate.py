@@ -42,7 +42,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from schemas.codec import dumps
-from schemas.readings import SOURCE_TOPICS, SourceKind
+from schemas.readings import ENV_MEASUREMENTS, SOURCE_TOPICS, SourceKind
 from schemas.timestamps import format_ms
 from streams.settings import ConfigError, Settings, load_settings
 from streams.topics import BrokerUnavailable, contract_topics, ensure_topics
@@ -1864,17 +1864,6 @@ _SCHEMA_BREAKS: Final[dict[SourceKind, tuple[tuple[str, Any], ...]]] = {
         ("*measurements", None),
     ),
 }
-_ENV_MEASUREMENT_NAMES: Final = (
-    "pm10_ugm3",
-    "pm25_ugm3",
-    "o3_ppm",
-    "no2_ppm",
-    "so2_ppm",
-    "co_ppm",
-    "temp_c",
-    "humidity_pct",
-    "noise_dba",
-)
 
 
 class InvalidFactory:
@@ -1888,7 +1877,7 @@ class InvalidFactory:
         broken.pop("seq", None)  # a broken reading keeps no frame counter of the device's
         name, value = self.rng.choice(_SCHEMA_BREAKS[kind])
         if name == "*measurements":
-            for measurement in _ENV_MEASUREMENT_NAMES:
+            for measurement in ENV_MEASUREMENTS:
                 broken.pop(measurement, None)
         elif value is None:
             broken.pop(name, None)

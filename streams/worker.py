@@ -195,8 +195,16 @@ class Runtime:
             if work is not None and work.aggregate is not None:
                 clock = work.aggregate.clock
                 forwarder.heartbeat(work.partition, work.last_offset, clock.watermark_ms, clock.last_input_wall_ms)
-            else:
+            elif self._is_empty(tp):
                 forwarder.heartbeat(tp.partition, -1, None, None)
+            # else: messages not processed yet; staying silent keeps the windows downstream open
+
+    def _is_empty(self, tp: TP) -> bool:
+        """Whether a partition is known to hold no message at all."""
+        try:
+            return self.app.consumer.highwater(tp) == 0
+        except Exception:  # not fetched yet
+            return False
 
     async def checkpoint_forwarders(self) -> list[Awaitable[object]]:
         """At a checkpoint: heartbeats of the source partitions, then everything buffered."""

@@ -70,6 +70,9 @@ class AlertOutbox:
         for alert in alerts:
             key = (alert.alert_id, alert.status)
             if key in self.already_published:
+                # on the topic already (published before a crash), perhaps not yet in InfluxDB:
+                # writing its point again is idempotent
+                self._sink.add([self._line_of(alert)])
                 self.suppressed += 1
                 continue
             value = codec.dumps(alert.model_dump(mode="json"))

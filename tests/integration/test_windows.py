@@ -158,3 +158,28 @@ async def test_two_workers_give_the_same_windows_as_one(own_kafka: str, influx_u
     finally:
         assert first.stop() == 0, first.log()[-3000:]
         assert second.stop() == 0, second.log()[-3000:]
+
+
+async def test_a_worker_joining_mid_stream_takes_over_partitions_with_their_state(
+    own_kafka: str, influx_url: str, tmp_path: Path
+) -> None:
+    database = "windows_join"
+    scenario = sc.build(hour_aligned_hours_ago(6), seed=47, taxis=16, lots=3, spots=8, stations=4)
+    env = window_env(own_kafka, influx_url, database, tmp_path, scenario)
+    first = WorkerProcess(tmp_path / "one", env).start()
+    second = WorkerProcess(tmp_path / "two", {**env, "CITYSTREAM_WEB_PORT": str(free_port())})
+    half = len(scenario.messages) // 2
+    try:
+        await produce(own_kafka, scenario.messages[:half])
+        wait_for(lambda: "restored" in first.log() or "Worker]: Ready" in first.log(), 60, "the first worker", first)
+        time.sleep(3)  # the first worker holds every partition's state by now
+        second.start()  # a rebalance: partitions and their snapshots move to the new worker
+        wait_for(
+            lambda: "Setting newly assigned partitions" in second.log(), 90, "the second worker's partitions", second
+        )
+        await produce(own_kafka, scenario.messages[half:])
+        wait_exact(influx_url, database, scenario, [first, second], timeout=240)
+        assert "restored" in second.log(), "the second worker took over no partition's state"
+    finally:
+        assert first.stop() == 0, first.log()[-3000:]
+        assert second.stop() == 0, second.log()[-3000:]

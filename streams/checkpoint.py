@@ -78,6 +78,17 @@ class PartitionWork:
         self.last_sent_ms = sent_ms
         self.last_message_wall_ms = wall_ms
 
+    def snapshot(self, alerts_positions: dict[int, int]) -> bytes:
+        """The partition's state and the offset of the last message in it, encoded for its state topic."""
+        assert self.aggregate is not None
+        state = {
+            "aggregate": self.aggregate.dump(),
+            "progress": None if self.progress is None else self.progress.dump(),
+            "rules": None if self.rules is None else self.rules.dump(),
+            "alerts_positions": alerts_positions,
+        }
+        return encode_snapshot(self.last_offset, state)
+
     def caught_up(self, now_ms: int) -> bool:
         """Whether the partition has processed its input up to about now (no backlog)."""
         if self.last_sent_ms is None or self.last_message_wall_ms is None:
@@ -143,13 +154,7 @@ class Checkpointer:
         if blob is None and rules is not None:
             # a first snapshot before anything is processed: it records where the alerts topic
             # stood, so whoever restores this partition later finds the alerts published since
-            initial = {
-                "aggregate": aggregate.dump(),
-                "progress": None if progress is None else progress.dump(),
-                "rules": rules.dump(),
-                "alerts_positions": dict(self.outbox.positions) if self.outbox is not None else {},
-            }
-            await (await self.store.save(topic, partition, encode_snapshot(-1, initial)))
+            await (await self.store.save(topic, partition, work.snapshot(self._alerts_positions())))
         if blob is not None:
             offset, state = decode_snapshot(blob)
             aggregate.load(state["aggregate"])
@@ -167,6 +172,9 @@ class Checkpointer:
                 "restored %s[%d] at offset %d (watermark %s)", topic, partition, offset, aggregate.clock.watermark_ms
             )
         return work
+
+    def _alerts_positions(self) -> dict[int, int]:
+        return dict(self.outbox.positions) if self.outbox is not None else {}
 
     def revoke(self, partitions: set[TopicPartitionKey]) -> None:
         """Forget revoked partitions: their next owner restores them from the last snapshot.
@@ -220,7 +228,7 @@ class Checkpointer:
             now_ms = time.time_ns() // 1_000_000
             snapshots: list[tuple[str, int, bytes]] = []
             acks: list[Callable[[], object]] = []
-            positions = dict(self.outbox.positions) if self.outbox is not None else {}
+            positions = self._alerts_positions()
             alerts = self._evaluate(now_ms)
             for work in list(self.works.values()):
                 if work.aggregate is not None:
@@ -231,14 +239,7 @@ class Checkpointer:
                             work.aggregate.expire()
                         else:
                             work.aggregate.expire(progress.horizon_ms(now_ms))
-                        state = {
-                            "aggregate": work.aggregate.dump(),
-                            "progress": None if progress is None else progress.dump(),
-                            "rules": None if work.rules is None else work.rules.dump(),
-                            "alerts_positions": positions,
-                        }
-                        snapshot = encode_snapshot(work.last_offset, state)
-                        snapshots.append((work.topic, work.partition, snapshot))
+                        snapshots.append((work.topic, work.partition, work.snapshot(positions)))
                 if self.is_assigned(work.topic, work.partition):
                     acks.extend(work.acks)
                 work.acks = []

@@ -7,8 +7,9 @@ Every setting is read from ``CITYSTREAM_<NAME>``. A bad value stops the worker w
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,12 +44,29 @@ class Settings(BaseSettings):
     influx_db: str = Field("city", min_length=1, description="v1 database, or v2 bucket")
     influx_org: str | None = Field(None, description="v2 organisation")
     influx_token: SecretStr | None = Field(None, description="v1 token/password or v2 API token; never logged")
+    influx_token_file: Path | None = Field(
+        None, description="file holding the InfluxDB token (instead of CITYSTREAM_INFLUX_TOKEN)"
+    )
     registry: Path | None = Field(None, description="path of the registry YAML")
     data_dir: Path = Field(Path("./var"), description="the worker's local state")
 
     # topics
     source_partitions: int = Field(12, ge=1, le=10_000, description="partitions of a source topic the worker creates")
     topic_replication: int = Field(1, ge=1, le=32, description="replication factor of topics the worker creates")
+
+    # Kafka security (every Kafka client of the project: see kafka_client_kwargs)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients talk to the brokers"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)"
+    )
+    kafka_sasl_username: str | None = Field(None, min_length=1, description="SASL user")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password; never logged")
+    kafka_sasl_password_file: Path | None = Field(None, description="file holding the SASL password")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers (else the system's)")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="client private key (mutual TLS)")
 
     kafka_session_timeout_s: float = Field(
         30.0, ge=3, le=600, description="consumer group session timeout: a silent worker's partitions move after this"
@@ -93,6 +111,7 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="address the worker's HTTP port binds to")
     startup_timeout_s: float = Field(60.0, gt=0, description="how long to wait for Kafka and InfluxDB at start")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="text, or json: one JSON object per line")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -115,6 +134,72 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"no registry file at {value}")
         return value
+
+    @field_validator(
+        "influx_token_file",
+        "kafka_sasl_password_file",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+    )
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no file at {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _read_secret_files(self) -> Settings:
+        """A ``*_FILE`` setting (a Kubernetes or Docker secret) stands for its variable; both at once is an error."""
+        for name in ("influx_token", "kafka_sasl_password"):
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            variable = ENV_PREFIX + name.upper()
+            if getattr(self, name) is not None:
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+            secret = _read_secret(path, f"{variable}_FILE")
+            object.__setattr__(self, name, SecretStr(secret))  # the model is frozen once built
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security_fits(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        sasl = protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+        tls = protocol in ("SSL", "SASL_SSL")
+        where = f"CITYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol}"
+        if sasl:
+            missing = [
+                ENV_PREFIX + name.upper()
+                for name, value in (
+                    ("kafka_sasl_username", self.kafka_sasl_username),
+                    ("kafka_sasl_password", self.kafka_sasl_password),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"{where} needs {' and '.join(missing)} (or CITYSTREAM_KAFKA_SASL_PASSWORD_FILE)")
+        else:
+            stray = [
+                ENV_PREFIX + name.upper()
+                for name in ("kafka_sasl_username", "kafka_sasl_password")
+                if getattr(self, name) is not None
+            ]
+            if stray:
+                raise ValueError(f"{' and '.join(stray)} set but {where} uses no SASL: use SASL_PLAINTEXT or SASL_SSL")
+        files = {
+            ENV_PREFIX + name.upper(): getattr(self, name)
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+        }
+        if not tls:
+            stray = [variable for variable, path in files.items() if path is not None]
+            if stray:
+                raise ValueError(f"{' and '.join(stray)} set but {where} uses no TLS: use SSL or SASL_SSL")
+            return self
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("CITYSTREAM_KAFKA_SSL_KEYFILE needs CITYSTREAM_KAFKA_SSL_CERTFILE (its certificate)")
+        kafka_ssl_context(self)  # unreadable certificates stop the worker now, with the variable to check
+        return self
 
     @model_validator(mode="after")
     def _v2_needs_org_and_token(self) -> Settings:
@@ -167,6 +252,61 @@ class Settings(BaseSettings):
         return self.kafka_bootstrap.split(",")
 
 
+def _read_secret(path: Path, variable: str) -> str:
+    """A secret file's text without its trailing line break; the message of an error never holds the text."""
+    try:
+        secret = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ValueError(f"{variable}: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{variable}: {path} is not UTF-8 text") from None
+    secret = secret.rstrip("\r\n")
+    if not secret:
+        raise ValueError(f"{variable}: {path} is empty")
+    return secret
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of the Kafka clients: the CA bundle (else the system's) and the client certificate.
+
+    As :func:`aiokafka.helpers.create_ssl_context` builds it (hostnames checked), with errors that name
+    the variable whose file failed.
+    """
+    cafile = settings.kafka_ssl_cafile
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"CITYSTREAM_KAFKA_SSL_CAFILE: cannot load CA certificates from {cafile}: {exc}") from None
+    if settings.kafka_ssl_certfile is not None:
+        try:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                "CITYSTREAM_KAFKA_SSL_CERTFILE, CITYSTREAM_KAFKA_SSL_KEYFILE: cannot load the client certificate "
+                f"{settings.kafka_ssl_certfile} and key {settings.kafka_ssl_keyfile or '(in the certificate file)'}: "
+                f"{exc}"
+            ) from None
+    return context
+
+
+def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Security keyword arguments for every aiokafka client (consumer, producer, admin) of the project.
+
+    ``AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, **kafka_client_kwargs(settings))``.
+    The bootstrap servers are not included. The SASL password is in the result: never log it.
+    """
+    protocol = settings.kafka_security_protocol
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        assert settings.kafka_sasl_password is not None  # the settings check it
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    if protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = kafka_ssl_context(settings)
+    return kwargs
+
+
 def load_settings(**overrides: object) -> Settings:
     """Build the settings from the environment, `.env` and ``overrides``; raise ConfigError if wrong."""
     try:
@@ -179,7 +319,7 @@ def describe_errors(exc: ValidationError) -> str:
     lines = ["invalid settings:"]
     for error in exc.errors(include_url=False, include_input=False):
         name = ".".join(str(part) for part in error["loc"])
-        variable = ENV_PREFIX + name.upper() if name else "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"  {variable}: {message}")
+        # a check of several settings at once names its variables in its message
+        lines.append(f"  {ENV_PREFIX}{name.upper()}: {message}" if name else f"  {message}")
     return "\n".join(lines)

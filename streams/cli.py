@@ -18,6 +18,7 @@ def cli() -> None:
 
 def _register() -> None:
     from streams.alertconsumer import alerts_command
+    from streams.deadletters import deadletters_command
     from streams.demo import demo_command
     from streams.localstack import local_command
     from streams.simulate import simulate_command
@@ -25,6 +26,7 @@ def _register() -> None:
     from streams.worker import worker_command
 
     cli.add_command(alerts_command)
+    cli.add_command(deadletters_command)
     cli.add_command(demo_command)
     cli.add_command(local_command)
     cli.add_command(simulate_command)

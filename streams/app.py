@@ -3,15 +3,38 @@
 from __future__ import annotations
 
 import faust
+from faust.types.auth import CredentialsT
 
-from streams.settings import Settings
+from streams.settings import Settings, kafka_ssl_context
 from streams.topics import DEADLETTER_MAX_MESSAGE_BYTES
+
+
+def broker_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust's form of the Kafka security settings (the same as :func:`streams.settings.kafka_client_kwargs`).
+
+    Faust hands them to every aiokafka client it makes: ``SASLCredentials`` becomes SASL_SSL when
+    given a TLS context, else SASL_PLAINTEXT, with the mechanism (PLAIN, SCRAM-SHA-256/512) as is.
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = kafka_ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    assert settings.kafka_sasl_password is not None  # the settings check it
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
 
 
 def build_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+        broker_credentials=broker_credentials(settings),
         store="memory://",
         autodiscover=False,
         datadir=str(settings.data_dir / "faust"),

@@ -15,8 +15,9 @@ import asyncio
 import logging
 import time
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -37,7 +38,15 @@ def alerts_partition(subject_id: str, partitions: int) -> int:
 
 class AlertOutbox:
     def __init__(
-        self, topic: str, partitions: int, send: Send, sink: PointSink, line_of: LineOf, bootstrap_servers: list[str]
+        self,
+        topic: str,
+        partitions: int,
+        send: Send,
+        sink: PointSink,
+        line_of: LineOf,
+        bootstrap_servers: list[str],
+        *,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.topic = topic
         self.partitions = partitions
@@ -45,11 +54,14 @@ class AlertOutbox:
         self._sink = sink
         self._line_of = line_of
         self._bootstrap_servers = bootstrap_servers
+        # more aiokafka arguments: the security ones of streams.settings.kafka_client_kwargs
+        self.client_options: dict[str, Any] = dict(client_options or {})
         # where this worker's next alert on each partition of the topic will land, at the latest
         self.positions: dict[int, int] = {}
         self.already_published: set[tuple[str, str]] = set()
         self.published = 0
         self.suppressed = 0
+        self.published_by: Counter[tuple[str, str]] = Counter()  # (kind, status) -> alerts published
         # seconds from a window becoming final (at the latest) to its alert being on the topic
         self.latencies: deque[float] = deque(maxlen=10_000)
         self._final_since: dict[tuple[str, str], int] = {}
@@ -57,7 +69,7 @@ class AlertOutbox:
 
     async def start(self) -> None:
         """Learn the alerts topic's current end offsets: the positions before any alert of ours."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap_servers, group_id=None)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap_servers, group_id=None, **self.client_options)
         await consumer.start()
         try:
             tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
@@ -86,6 +98,7 @@ class AlertOutbox:
                 if since is not None:
                     delivery.add_done_callback(self._latency_recorder(since))
             self.published += 1
+            self.published_by[(alert.kind, alert.status)] += 1
             log.info("alert %s %s (%s)", alert.status, alert.alert_id, alert.message)
 
     def track_latency(self, alerts: Iterable[Alert], final_since_ms: int | None) -> None:
@@ -131,6 +144,6 @@ class AlertOutbox:
             return
         async with self._lock:
             start = {TopicPartition(self.topic, int(p)): offset for p, offset in positions.items()}
-            for record in await records_since(self._bootstrap_servers, start, quiet_s):
+            for record in await records_since(self._bootstrap_servers, start, quiet_s, **self.client_options):
                 document = codec.loads(record.value)
                 self.already_published.add((document["alert_id"], document["status"]))

@@ -8,6 +8,7 @@ runs the callbacks of a batch (offset commits) only once InfluxDB has stored it.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import gzip
 import logging
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
+import yarl
 from pydantic import SecretStr
 
 from streams.settings import Settings
@@ -25,6 +27,20 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+# upper bounds (seconds) of the buckets of the write-duration histogram (citystream_influx_write_seconds)
+WRITE_SECONDS_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def display_url(url: str) -> str:
+    """The URL without a user and password, for log lines and error messages."""
+    try:
+        parsed = yarl.URL(url)
+    except (TypeError, ValueError):
+        return "<unparsable URL>"
+    if parsed.user is None and parsed.password is None:
+        return url
+    return str(parsed.with_user(None))
 
 
 class WriteFailed(Exception):
@@ -87,7 +103,7 @@ class V1Writer:
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
-        self.description = f"InfluxDB v1 API at {self.url}, database {database}"
+        self.description = f"InfluxDB v1 API at {display_url(self.url)}, database {database}"
 
     def _headers(self) -> dict[str, str]:
         if self._token is None:
@@ -133,7 +149,7 @@ class V1Writer:
                     return
                 raise _classify(response.status, await response.text(), response.headers.get("Retry-After"), "InfluxDB")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise WriteFailed(f"InfluxDB at {self.url} unreachable: {exc!r}") from None
+            raise WriteFailed(f"InfluxDB at {display_url(self.url)} unreachable: {exc!r}") from None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -155,7 +171,7 @@ class V2Writer:
         self._timeout_ms = int(timeout_s * 1000)
         self._client: Any = None
         self._write_api: Any = None
-        self.description = f"InfluxDB v2 API at {self.url}, org {org}, bucket {bucket}"
+        self.description = f"InfluxDB v2 API at {display_url(self.url)}, org {org}, bucket {bucket}"
 
     async def open(self) -> None:
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
@@ -197,7 +213,7 @@ class V2Writer:
                 int(exc.status or 0), str(exc.body or exc.reason or ""), headers.get("Retry-After"), "InfluxDB"
             ) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise WriteFailed(f"InfluxDB at {self.url} unreachable: {exc!r}") from None
+            raise WriteFailed(f"InfluxDB at {display_url(self.url)} unreachable: {exc!r}") from None
 
     async def close(self) -> None:
         if self._client is not None:
@@ -263,7 +279,16 @@ class SinkStats:
     points_rejected: int = 0
     writes: int = 0
     write_retries: int = 0
-    write_seconds: float = 0.0
+    write_seconds: float = 0.0  # sum of the durations of the successful writes
+    # successful writes by duration: write_buckets[i] counts those of at most WRITE_SECONDS_BUCKETS[i]
+    # (and not of the bucket before); the last element those above every bound
+    write_buckets: list[int] = field(default_factory=lambda: [0] * (len(WRITE_SECONDS_BUCKETS) + 1))
+
+    def observe_write(self, points: int, seconds: float) -> None:
+        self.writes += 1
+        self.points_written += points
+        self.write_seconds += seconds
+        self.write_buckets[bisect.bisect_left(WRITE_SECONDS_BUCKETS, seconds)] += 1
 
 
 class PointSink:
@@ -377,7 +402,5 @@ class PointSink:
                 log.warning("write of %d points failed: %s; retrying in %.1f s", len(lines), exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            self.stats.writes += 1
-            self.stats.points_written += len(lines)
-            self.stats.write_seconds += time.perf_counter() - started
+            self.stats.observe_write(len(lines), time.perf_counter() - started)
             return

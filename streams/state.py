@@ -28,7 +28,8 @@ class KafkaStateStore:
         self.bootstrap_servers = bootstrap_servers
         self.state_topics = dict(state_topics)  # input topic -> state topic
         self._send = send
-        self._client_options = client_options
+        # more aiokafka arguments: the security ones of streams.settings.kafka_client_kwargs
+        self.client_options: dict[str, object] = dict(client_options)
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
@@ -40,7 +41,7 @@ class KafkaStateStore:
                 enable_auto_commit=False,
                 fetch_max_bytes=SNAPSHOT_MAX_BYTES,
                 max_partition_fetch_bytes=SNAPSHOT_MAX_BYTES,
-                **self._client_options,
+                **self.client_options,
             )
             await consumer.start()
             self._consumer = consumer

@@ -89,14 +89,20 @@ async def partition_counts(
 
 
 async def records_since(
-    bootstrap_servers: list[str] | str, start: Mapping[TopicPartition, int], quiet_s: float = 1.0
+    bootstrap_servers: list[str] | str,
+    start: Mapping[TopicPartition, int],
+    quiet_s: float = 1.0,
+    **client_options: object,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """The records of the given partitions from the given offsets on, read until none comes for ``quiet_s``.
 
     (Not until the end offsets: the local broker, Tansu, reports a partition's end as its last
-    batch's first offset + 1.)
+    batch's first offset + 1.) ``client_options`` are more aiokafka arguments, such as the security
+    ones of :func:`streams.settings.kafka_client_kwargs`.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False, **client_options
+    )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
@@ -109,6 +115,19 @@ async def records_since(
     finally:
         await consumer.stop()
     return records
+
+
+def _security_hint(client_options: Mapping[str, object]) -> str:
+    """What to check besides the address when the clients use TLS or SASL (the broker may refuse them)."""
+    protocol = client_options.get("security_protocol", "PLAINTEXT")
+    if protocol == "PLAINTEXT":
+        return ""
+    hint = f", and that it accepts CITYSTREAM_KAFKA_SECURITY_PROTOCOL={protocol}"
+    if str(protocol).startswith("SASL"):
+        hint += f" with CITYSTREAM_KAFKA_SASL_MECHANISM={client_options.get('sasl_mechanism')} and these credentials"
+    if str(protocol).endswith("SSL"):
+        hint += " (TLS: CITYSTREAM_KAFKA_SSL_CAFILE, _CERTFILE, _KEYFILE)"
+    return hint + "; the aiokafka log lines before this one say more"
 
 
 async def ensure_topics(
@@ -147,7 +166,7 @@ async def ensure_topics(
             if time.monotonic() + delay > deadline:
                 raise BrokerUnavailable(
                     f"Kafka at {bootstrap_servers} did not answer within {timeout_s:.0f} s ({exc}); "
-                    "check CITYSTREAM_KAFKA_BOOTSTRAP and that the broker is running"
+                    f"check CITYSTREAM_KAFKA_BOOTSTRAP and that the broker is running{_security_hint(client_options)}"
                 ) from None
             log.warning("Kafka at %s not reachable yet (%s); retrying", bootstrap_servers, exc)
         except KafkaError as exc:

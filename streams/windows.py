@@ -8,6 +8,7 @@ JSON-able lists and restores from them, so a partition's state can be checkpoint
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,6 +238,9 @@ class WindowedAggregate:
         self.clock = EventClock(policy)
         self.dedup = Dedup()
         self.counts: dict[str, int] = {FOLDED: 0, DUPLICATE: 0, LATE: 0}
+        # duplicates and late records seen by this process (``counts`` travels with the snapshots);
+        # the worker shares one Counter per stream kind between partitions, for its metrics
+        self.dropped: Counter[str] = Counter()
         self.evicted_before_ms = -(2**62)
         # windows ending at or before this instant have been reported final
         self.final_until_ms: int | None = None
@@ -245,11 +249,13 @@ class WindowedAggregate:
         """Decide whether a valid record is new and on time, and advance the clock."""
         if not self.dedup.first_time(record.device_id, record.seq, record.ts):
             self.counts[DUPLICATE] += 1
+            self.dropped[DUPLICATE] += 1
             return DUPLICATE
         late = self.clock.is_late(record.ts)
         self.clock.observe(record.ts, wall_ms)
         if late:
             self.counts[LATE] += 1
+            self.dropped[LATE] += 1
             return LATE
         self.counts[FOLDED] += 1
         return FOLDED
@@ -267,6 +273,7 @@ class WindowedAggregate:
             self.clock.last_input_wall_ms = wall_ms
         if record.ts < self.evicted_before_ms:
             self.counts[LATE] += 1
+            self.dropped[LATE] += 1
             return False
         self._fold(record)
         self.counts[FOLDED] += 1

@@ -29,9 +29,11 @@ from streams.app import build_app
 from streams.checkpoint import Checkpointer, PartitionWork
 from streams.decode import SourceMessage, TimeLimits
 from streams.forward import HEARTBEAT, Forwarder, decode_records
+from streams.logs import Redactor, configure_logging, logging_config, secret_values
+from streams.observability import Observability
 from streams.outbox import AlertOutbox
 from streams.registry import RegistryError, load_registry
-from streams.settings import ConfigError, Settings, load_settings
+from streams.settings import ConfigError, Settings, kafka_client_kwargs, load_settings
 from streams.sink import InfluxUnavailable, PointSink, make_writer, wait_until_ready
 from streams.state import KafkaStateStore
 from streams.topics import (
@@ -87,6 +89,10 @@ class WorkerService(mode.Service):
         summary = self.runtime.outbox.latency_summary()
         if summary:
             log.info("alert latency from final window to topic: %s", summary)
+
+    @mode.Service.task
+    async def _readiness_checks(self) -> None:
+        await self.runtime.observability.run_checks(lambda: self.should_stop)
 
     @mode.Service.task
     async def _forward(self) -> None:
@@ -176,6 +182,12 @@ class Runtime:
         self._attach_source(environment.STREAM, self._fold_environment)
         self._attach_internal(self.taxi_cells_topic, taxi.TaxiFix)
         self._attach_internal(self.parking_lots_topic, parking.SpotReport)
+        # Kafka security for the clients made outside Faust (Faust's: streams.app.broker_credentials)
+        self.kafka_options = kafka_client_kwargs(settings)
+        self.state_store.client_options = self.kafka_options
+        self.outbox.client_options = self.kafka_options
+        # /metrics, /healthz, /readyz; counters read at scrape time, nothing added per message
+        self.observability = Observability(self)
 
     # Kafka output, through Faust's producer
     async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[object]:
@@ -376,9 +388,10 @@ class Runtime:
             contract_topics(settings.source_partitions),
             replication=settings.topic_replication,
             timeout_s=settings.startup_timeout_s,
+            **self.kafka_options,
         )
         sources = list(SOURCE_TOPICS.values())
-        counts = await partition_counts(servers, [*sources, ALERTS_TOPIC])
+        counts = await partition_counts(servers, [*sources, ALERTS_TOPIC], **self.kafka_options)
         self.outbox.partitions = counts.pop(ALERTS_TOPIC, settings.source_partitions)
         self.source_partitions.update(counts)
         await ensure_topics(
@@ -390,6 +403,7 @@ class Runtime:
             ),
             replication=settings.topic_replication,
             timeout_s=settings.startup_timeout_s,
+            **self.kafka_options,
         )
         await self.outbox.start()
         await self.writer.open()
@@ -397,6 +411,7 @@ class Runtime:
         await self.alerts_sink.writer.open()
 
     def run(self) -> None:
+        configure_logging(self.settings)  # before the preflight; Faust's worker applies it again
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             import uvloop
@@ -412,6 +427,9 @@ class Runtime:
             WorkerService(self, loop=loop),
             loop=loop,
             loglevel=self.settings.log_level.upper(),
+            logging_config=logging_config(self.settings),
+            # JSON logs: no start-up banner on standard output, only JSON lines
+            quiet=self.settings.log_format == "json",
             redirect_stdouts=False,
         )
         worker.execute_from_commandline()
@@ -425,15 +443,29 @@ def worker_command() -> None:
     CITYSTREAM_KAFKA_BOOTSTRAP, InfluxDB with CITYSTREAM_INFLUX_URL, _API (v1 or v2), _DB, _ORG and
     _TOKEN, the registry with CITYSTREAM_REGISTRY. See the README for the full table. Several workers
     with the same settings share the partitions as one consumer group.
+
+    Kafka security: CITYSTREAM_KAFKA_SECURITY_PROTOCOL (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL),
+    _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD (or _SASL_PASSWORD_FILE), _SSL_CAFILE,
+    _SSL_CERTFILE, _SSL_KEYFILE; the InfluxDB token may come from CITYSTREAM_INFLUX_TOKEN_FILE.
+    The worker serves /metrics (Prometheus), /healthz and /readyz on CITYSTREAM_WEB_HOST and
+    CITYSTREAM_WEB_PORT; CITYSTREAM_LOG_FORMAT=json logs one JSON object per line.
     """
     try:
         settings = load_settings()
-        runtime = Runtime(settings)
-    except (ConfigError, RegistryError) as exc:
+    except ConfigError as exc:  # its message never holds a setting's value
         click.echo(f"citystream worker: {exc}", err=True)
+        sys.exit(2)
+    redact = Redactor(secret_values(settings))
+    try:
+        runtime = Runtime(settings)
+    except RegistryError as exc:
+        click.echo(f"citystream worker: {redact(str(exc))}", err=True)
         sys.exit(2)
     try:
         runtime.run()
     except (BrokerUnavailable, InfluxUnavailable) as exc:
-        click.echo(f"citystream worker: {exc}", err=True)
+        if settings.log_format == "json":
+            log.critical("%s", exc)  # one JSON line, like the others
+        else:
+            click.echo(f"citystream worker: {redact(str(exc))}", err=True)
         sys.exit(1)

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -20,7 +20,7 @@ import click
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from schemas import codec
-from streams.settings import ConfigError, load_settings
+from streams.settings import ConfigError, kafka_client_kwargs, load_settings
 from streams.topics import ALERTS_TOPIC, BrokerUnavailable, contract_topics, ensure_topics
 
 log = logging.getLogger("citystream.alerts")
@@ -93,13 +93,17 @@ async def consume_alerts(
     webhook: str | None,
     count: int | None,
     startup_timeout_s: float,
+    client_options: Mapping[str, Any] | None = None,
 ) -> int:
-    await ensure_topics(bootstrap, contract_topics(12)[-1:], timeout_s=startup_timeout_s)
+    """Print (and POST) the alerts; ``client_options``: Kafka security (streams.settings.kafka_client_kwargs)."""
+    options = dict(client_options or {})
+    await ensure_topics(bootstrap, contract_topics(12)[-1:], timeout_s=startup_timeout_s, **options)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
+        **options,
     )
     if from_beginning:
         consumer.subscribe([ALERTS_TOPIC], listener=_FromBeginning(consumer))
@@ -188,6 +192,7 @@ def alerts_command(
                 webhook=webhook,
                 count=count,
                 startup_timeout_s=settings.startup_timeout_s,
+                client_options=kafka_client_kwargs(settings),
             )
         )
     except BrokerUnavailable as exc:

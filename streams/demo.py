@@ -49,8 +49,9 @@ def count_points_since(url: str, database: str, since_ms: int) -> dict[str, int]
     return counts
 
 
-async def topic_end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+async def topic_end_offsets(bootstrap: str, topics: list[str], **client_options: Any) -> dict[TopicPartition, int]:
+    # client_options: streams.settings.kafka_client_kwargs; none for the local stack (plaintext)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **client_options)
     await consumer.start()
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
@@ -59,9 +60,9 @@ async def topic_end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPart
         await consumer.stop()
 
 
-async def committed_lag(bootstrap: str, group: str, topics: list[str]) -> int:
+async def committed_lag(bootstrap: str, group: str, topics: list[str], **client_options: Any) -> int:
     """Messages of ``topics`` that the consumer group has not committed yet."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **client_options)
     await consumer.start()
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]

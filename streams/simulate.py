@@ -44,7 +44,7 @@ from aiokafka.partitioner import murmur2
 from schemas.codec import dumps
 from schemas.readings import ENV_MEASUREMENTS, SOURCE_TOPICS, SourceKind
 from schemas.timestamps import format_ms
-from streams.settings import ConfigError, Settings, load_settings
+from streams.settings import ConfigError, Settings, kafka_client_kwargs, load_settings
 from streams.topics import BrokerUnavailable, contract_topics, ensure_topics
 
 # --------------------------------------------------------------------------------------------
@@ -2337,7 +2337,10 @@ async def run_simulation(
     servers = [s.strip() for s in (options.bootstrap or settings.kafka_bootstrap).split(",") if s.strip()]
     seed = resolve_seed(options.seed)
     layout = CityLayout.build(options, seed)
-    await ensure_topics(servers, contract_topics(settings.source_partitions), timeout_s=settings.startup_timeout_s)
+    kafka_options = kafka_client_kwargs(settings)  # SASL/TLS as the worker's
+    await ensure_topics(
+        servers, contract_topics(settings.source_partitions), timeout_s=settings.startup_timeout_s, **kafka_options
+    )
     if options.registry_out is not None:
         write_registry(options.registry_out, layout)
     if registry_ready is not None:
@@ -2353,6 +2356,7 @@ async def run_simulation(
         max_request_size=4 * MAX_MESSAGE_BYTES,  # room for the one too_large message
         compression_type=None if options.compression == "none" else options.compression,
         request_timeout_ms=30_000,
+        **kafka_options,
     )
     await producer.start()
     try:

@@ -492,6 +492,7 @@ def replay_warnings(plan: ReplayPlan) -> list[str]:
 class ReadResult:
     letters: list[StoredDeadLetter] = field(default_factory=list)
     unreadable: list[Unreadable] = field(default_factory=list)
+    topic_exists: bool = True
 
 
 async def read_dead_letters(
@@ -527,7 +528,8 @@ async def read_dead_letters(
     try:
         topics = await consumer.topics()
         if DEADLETTER_TOPIC not in topics:
-            return result  # the worker creates it when it starts: no dead letters yet
+            result.topic_exists = False  # the worker creates it when it starts: no dead letters yet
+            return result
         partitions = sorted(consumer.partitions_for_topic(DEADLETTER_TOPIC) or ())
         tps = [TopicPartition(DEADLETTER_TOPIC, p) for p in partitions]
         start = await consumer.beginning_offsets(tps)
@@ -581,6 +583,8 @@ async def read_dead_letters(
                     reading.discard(tp)
     except KafkaConnectionError as exc:
         raise DeadLettersError(_unreachable(bootstrap_servers, exc)) from None
+    except KafkaError as exc:
+        raise DeadLettersError(f"Kafka refused reading {DEADLETTER_TOPIC}: {type(exc).__name__}: {exc}") from None
     finally:
         await consumer.stop()
     return result
@@ -618,11 +622,16 @@ async def send_replays(
         raise DeadLettersError(_unreachable(bootstrap_servers, exc)) from None
     result = SendResult()
     try:
-        futures = []
+        queued: list[tuple[Replay, asyncio.Future[Any]]] = []
         for replay in replays:
-            futures.append(await producer.send(replay.topic, replay.value, key=replay.key, headers=replay.headers))
-        outcomes = await asyncio.gather(*futures, return_exceptions=True)
-        for replay, outcome in zip(replays, outcomes, strict=True):
+            try:
+                queued.append(
+                    (replay, await producer.send(replay.topic, replay.value, key=replay.key, headers=replay.headers))
+                )
+            except KafkaError as exc:  # refused before it was queued (too large for the producer, say)
+                result.failed.append((replay, f"{type(exc).__name__}: {exc}"))
+        outcomes = await asyncio.gather(*(future for _, future in queued), return_exceptions=True)
+        for (replay, _), outcome in zip(queued, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 result.failed.append((replay, f"{type(outcome).__name__}: {outcome}"))
             else:
@@ -743,6 +752,10 @@ def _read(command: str, kafka: _Kafka, filters: Filters, offsets: Sequence[Offse
     except DeadLettersError as exc:
         click.echo(f"citystream deadletters {command}: {exc}", err=True)
         sys.exit(1)
+    if not result.topic_exists:
+        click.echo(
+            f"there is no topic {DEADLETTER_TOPIC} at {','.join(kafka.bootstrap)} yet (the worker creates it)", err=True
+        )
     for bad in result.unreadable:
         click.echo(f"skipped {DEADLETTER_TOPIC} {bad.partition}:{bad.offset}: {bad.problem}", err=True)
     return result

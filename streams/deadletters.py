@@ -922,7 +922,8 @@ def replay_command(
         click.echo(f"no dead letter on {DEADLETTER_TOPIC} matches: nothing sent", err=True)
         return
     if needs_confirmation(len(plan.replays), threshold=confirm_above, yes=yes, dry_run=dry_run):
-        what = f"{len(plan.replays)} dead letters ({_counts_text(plan.by_topic())})"
+        count = len(plan.replays)
+        what = f"{count} dead letter{'' if count == 1 else 's'} ({_counts_text(plan.by_topic())})"
         if not sys.stdin.isatty():
             click.echo(
                 f"citystream deadletters replay: replaying {what} is more than --confirm-above {confirm_above} "

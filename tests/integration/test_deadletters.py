@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import pty
 import re
+import select
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -302,3 +305,62 @@ async def _topics(bootstrap: str) -> list[str]:
         return list(await admin.list_topics())
     finally:
         await admin.close()
+
+
+def _replay_on_a_terminal(bootstrap: str, args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run ``citystream deadletters replay`` with a pseudo-terminal on stdin, answering its question."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        ["citystream", "deadletters", "replay", *args],
+        env={**os.environ, "CITYSTREAM_KAFKA_BOOTSTRAP": bootstrap},
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    output = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"[y/N]" not in output and time.monotonic() < deadline and process.poll() is None:
+            if select.select([controller], [], [], 0.5)[0]:
+                output += os.read(controller, 4096)
+        assert b"[y/N]" in output, output
+        os.write(controller, answer + b"\n")
+        code = process.wait(timeout=60)
+        while select.select([controller], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal is closed once the process has exited
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+    return code, output.decode(errors="replace")
+
+
+def test_on_a_terminal_replay_asks_first(kafka_bootstrap: str) -> None:
+    tag = f"dlq{uuid.uuid4().hex[:6]}"
+    asyncio.run(ensure_topics(kafka_bootstrap, contract_topics(4)))
+    now = now_ms()
+    original = encode(station(f"{tag}-env", now, 3000.0, seq=1))
+    rejection = decode_message(EnvReading, original, now).rejections[0]
+    source = SourceMessage(ENV, 1, 7, f"{tag}-env".encode(), now)
+    letter = encode_dead_letter(dead_letter(source, rejection, now))
+    asyncio.run(produce(kafka_bootstrap, [(DEADLETTER_TOPIC, f"{tag}-env".encode(), letter)]))
+    args = ["--device", f"{tag}-*", "--confirm-above", "0"]
+
+    code, output = _replay_on_a_terminal(kafka_bootstrap, args, b"n")
+    assert code == 1, output
+    assert "Replay 1 dead letter (1 to city.env.v1)?" in output and "nothing sent" in output
+    assert keyed(topic_records(kafka_bootstrap, ENV), tag) == []
+
+    code, output = _replay_on_a_terminal(kafka_bootstrap, args, b"y")
+    assert code == 0, output
+    assert "sent 1 to city.env.v1 (acknowledged)" in output
+    assert [(r.key, r.value) for r in keyed(topic_records(kafka_bootstrap, ENV), tag)] == [
+        (f"{tag}-env".encode(), original)
+    ]

@@ -21,6 +21,7 @@ def _register() -> None:
     from streams.deadletters import deadletters_command
     from streams.demo import demo_command
     from streams.localstack import local_command
+    from streams.report import report_command
     from streams.simulate import simulate_command
     from streams.soak import soak_command
     from streams.worker import worker_command
@@ -29,6 +30,7 @@ def _register() -> None:
     cli.add_command(deadletters_command)
     cli.add_command(demo_command)
     cli.add_command(local_command)
+    cli.add_command(report_command)
     cli.add_command(simulate_command)
     cli.add_command(soak_command)
     cli.add_command(worker_command)

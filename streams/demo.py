@@ -138,7 +138,8 @@ def demo_command(duration: float, rate: float, folder: Path, kafka_port: int, in
 
     Starts the local stack (Tansu and InfluxDB, installing InfluxDB when missing and run as root),
     a worker, and the simulator for DURATION seconds; waits until the worker has written
-    everything; then prints the points per measurement and the dead letters per reason. The stack
+    everything; then prints the points per measurement and the dead letters per reason, and writes
+    the report of the run (`citystream report`: charts and report.html) into DIR/demo/report. The stack
     keeps running afterwards (`citystream local down` stops it) so you can query InfluxDB yourself.
     """
     from streams.settings import load_settings
@@ -205,6 +206,22 @@ def demo_command(duration: float, rate: float, folder: Path, kafka_port: int, in
     dead = asyncio.run(dead_letters_since(stack.bootstrap, dead_start, since_ms))
     alerts = asyncio.run(alerts_since(stack.bootstrap, alerts_start, since_ms))
     _print_summary(console, report, points, aggregates, dead, alerts, stack.influx_url, stack.influx_db)
+    _write_report(console, stack.bootstrap, stack.influx_url, stack.influx_db, registry, since_ms, demo_dir / "report")
+
+
+def _write_report(
+    console: Console, bootstrap: str, influx_url: str, database: str, registry: Path, since_ms: int, folder: Path
+) -> None:
+    """The report of the run's time range (``citystream report``), and where it is."""
+    from streams.report import ReportError, TimeRange, write_report
+    from streams.settings import load_settings
+
+    settings = load_settings(kafka_bootstrap=bootstrap, influx_url=influx_url, influx_db=database, registry=registry)
+    try:
+        files = write_report(settings, TimeRange(since_ms, time.time_ns() // 1_000_000), folder)
+    except ReportError as exc:
+        raise click.ClickException(f"the report failed: {exc}") from None
+    console.print(f"Report of this run (charts and a summary): [bold]{files.html}[/bold]")
 
 
 def _wait_until_written(

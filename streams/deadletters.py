@@ -56,6 +56,9 @@ REPLAY_HEADER: Final = "citystream-replay-of"
 # about its dead_lettered_at; seeking by time starts this much earlier to allow for clock skew.
 SEEK_MARGIN_MS: Final = 5 * 60 * 1000
 
+# how streams.decode keeps the bytes of a key that is not UTF-8 (errors="backslashreplace")
+_ESCAPED_BYTE = re.compile(r"\\x[0-9a-f]{2}")
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_MS: Final = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 
@@ -480,6 +483,11 @@ def replay_warnings(plan: ReplayPlan) -> list[str]:
             warnings.append(
                 f"dl {replay.origin.coordinates}: {len(replay.value):,} bytes is over the {MAX_MESSAGE_BYTES:,} byte "
                 "limit of a message: the worker will dead-letter it again"
+            )
+        if replay.key is not None and _ESCAPED_BYTE.search(replay.key.decode("utf-8")):
+            warnings.append(
+                f"dl {replay.origin.coordinates}: its key holds \\xNN escapes: the original key was not UTF-8, "
+                "the dead letter kept it escaped, and it goes back as the escaped text"
             )
     return warnings
 

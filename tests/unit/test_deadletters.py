@@ -321,6 +321,15 @@ def test_a_null_key_stays_null() -> None:
     assert replayed(one(b"[1]", key=None)).key is None
 
 
+def test_a_key_that_was_not_utf8_is_sent_as_kept_with_a_warning() -> None:
+    stored = one(b"[1]", key=b"env-\xff-1")
+    assert stored.letter.source.key == "env-\\xff-1"
+    plan = plan_replay([stored])
+    assert plan.replays[0].key == b"env-\\xff-1"
+    assert "original key was not UTF-8" in replay_warnings(plan)[0]
+    assert replay_warnings(plan_replay([one(b"[1]", key="env-ü".encode())])) == []
+
+
 def test_a_plan_sends_each_source_message_once_in_source_order() -> None:
     first = one(b"[1]", source_offset=10, first_offset=0, at_ms=NOW + 2)
     second = one(b"[2]", source_offset=11, first_offset=1, at_ms=NOW + 1)

@@ -655,6 +655,62 @@ def test_prometheus_scrapes_both_workers_on_their_web_port() -> None:
         assert worker_env(worker)[variable("web_host")] == "0.0.0.0", "Prometheus cannot reach a loopback bind"
 
 
+def prometheus_rule_files() -> list[Path]:
+    """The rule files prometheus.yml loads, as files of deploy/ (through the compose mounts)."""
+    config = yaml.safe_load(prometheus_config_path().read_text())
+    mounted = {v.split(":")[1]: (DEPLOY / v.split(":")[0]).resolve() for v in services()["prometheus"]["volumes"]}
+    files = []
+    for path in config.get("rule_files", []):
+        assert path in mounted, f"prometheus.yml loads {path}, which compose does not mount"
+        files.append(mounted[path])
+    return files
+
+
+# `up` is the series Prometheus itself records for every target
+PROMETHEUS_OWN: dict[str, tuple[str, frozenset[str]]] = {"up": ("gauge", frozenset())}
+
+
+def test_prometheus_alert_rules_name_exported_metrics() -> None:
+    files = prometheus_rule_files()
+    assert files == [DEPLOY / "prometheus" / "alerts.yml"]
+    jobs = {job["job_name"] for job in yaml.safe_load(prometheus_config_path().read_text())["scrape_configs"]}
+    metrics = exported_metrics() | PROMETHEUS_OWN
+    used: set[str] = set()
+    for group in yaml.safe_load(files[0].read_text())["groups"]:
+        for rule in group["rules"]:
+            where = f"alerts.yml: {rule['alert']}"
+            annotations = " ".join(rule.get("annotations", {}).values())
+            legend = re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", r"{{\1}}", annotations)
+            used |= check_promql(where, rule["expr"], legend, metrics)
+            for job in re.findall(r'job\s*=\s*"([^"]+)"', rule["expr"]):
+                assert job in jobs, f"{where}: no scrape job {job}"
+            assert rule["labels"]["severity"] in ("info", "warning", "critical"), where
+    for needed in ("citystream_ready", "citystream_consumer_lag", "citystream_influx_write_retries_total", "up"):
+        assert needed in used, f"no alert rule on {needed}"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_accepts_the_config_the_rules_and_every_dashboard_expression(tmp_path: Path) -> None:
+    config = yaml.safe_load(prometheus_config_path().read_text())
+    config["rule_files"] = [str(path) for path in prometheus_rule_files()]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    rules: list[dict[str, Any]] = []
+    for name, board in dashboards().items():
+        for where, expr, _ in queries(name, board).promql:
+            if expr.lstrip().startswith("label_values("):
+                continue  # a Grafana variable query, not PromQL
+            expr = expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
+            rules.append({"record": f"dashboard:check:{len(rules)}", "expr": expr, "labels": {"where": where}})
+    assert len(rules) >= 15
+    (tmp_path / "dashboards.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    for command in (
+        ["check", "config", str(tmp_path / "prometheus.yml")],
+        ["check", "rules", str(tmp_path / "dashboards.yml")],
+    ):
+        result = subprocess.run(["promtool", *command], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- Grafana -------------------------------------------------------------------------------------
 
 

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     def _url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("expected an http:// or https:// URL, e.g. http://127.0.0.1:8086")
+        if "@" in value.split("://", 1)[1].split("/", 1)[0]:
+            # credentials in a URL end up in log lines; the token has its own, secret, settings
+            raise ValueError(
+                "must not hold a user or password: use CITYSTREAM_INFLUX_TOKEN or CITYSTREAM_INFLUX_TOKEN_FILE"
+            )
         return value.rstrip("/")
 
     @field_validator("registry")

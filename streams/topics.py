@@ -148,7 +148,10 @@ async def ensure_topics(
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, **client_options)
         try:
-            await admin.start()
+            # a broker that never answers the handshake (TLS to a plaintext port, say) must not hold
+            # the start beyond the timeout
+            remaining = max(1.0, deadline - time.monotonic())
+            await asyncio.wait_for(admin.start(), timeout=remaining)
             existing = set(await admin.list_topics())
             missing = [t for t in topics if t.name not in existing]
             created: list[str] = []
@@ -164,8 +167,9 @@ async def ensure_topics(
             return created
         except (TimeoutError, KafkaConnectionError, OSError) as exc:
             if time.monotonic() + delay > deadline:
+                why = str(exc) or type(exc).__name__  # a timeout has no text
                 raise BrokerUnavailable(
-                    f"Kafka at {bootstrap_servers} did not answer within {timeout_s:.0f} s ({exc}); "
+                    f"Kafka at {bootstrap_servers} did not answer within {timeout_s:.0f} s ({why}); "
                     f"check CITYSTREAM_KAFKA_BOOTSTRAP and that the broker is running{_security_hint(client_options)}"
                 ) from None
             log.warning("Kafka at %s not reachable yet (%s); retrying", bootstrap_servers, exc)

@@ -97,6 +97,10 @@ def test_defaults_are_plaintext_without_secrets() -> None:
         ({"CITYSTREAM_KAFKA_SSL_CERTFILE": "/nonexistent/c.pem"}, "CITYSTREAM_KAFKA_SSL_CERTFILE: no file at"),
         ({"CITYSTREAM_KAFKA_SSL_KEYFILE": "/nonexistent/k.pem"}, "CITYSTREAM_KAFKA_SSL_KEYFILE: no file at"),
         ({"CITYSTREAM_LOG_FORMAT": "xml"}, "CITYSTREAM_LOG_FORMAT: Input should be 'text' or 'json'"),
+        (
+            {"CITYSTREAM_INFLUX_URL": f"https://city:{PASSWORD}@influx.example.org:8086"},
+            "CITYSTREAM_INFLUX_URL: must not hold a user or password",
+        ),
     ],
 )
 def test_invalid_security_settings_name_the_variable(

@@ -308,3 +308,10 @@ def test_logging_config_carries_the_secrets_to_the_filter(monkeypatch: pytest.Mo
     assert config["filters"]["redact"]["secrets"] == secret_values(settings)
     assert config["formatters"]["citystream"] == {"()": JsonFormatter}
     assert config["handlers"]["default"]["filters"] == ["redact"]
+
+
+def test_a_url_is_shown_without_its_credentials() -> None:
+    from streams.sink import display_url
+
+    assert display_url(f"https://city:{PASSWORD}@influx.example.org:8086/x") == "https://influx.example.org:8086/x"
+    assert display_url("http://127.0.0.1:8086") == "http://127.0.0.1:8086"

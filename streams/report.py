@@ -217,7 +217,11 @@ def build_queries(time_range: TimeRange, bucket_s: int) -> ReportQueries:
     """InfluxQL for a range: window aggregates whose window starts in it, raw points whose time is in it.
 
     Aggregates are selected from the start of the first minute window that overlaps the range, so a
-    range starting at 10:00:30 still shows the 10:00 window.
+    range starting at 10:00:30 still shows the 10:00 window. An alert's time is its window's end:
+    alerts are counted whose window ends after the range's start and no later than the end of the
+    range's last minute, so the alerts of the readings in the range's last minute count (the
+    ``alerts`` points carry a sub-millisecond offset: the window's end is the time truncated to the
+    millisecond).
     """
     aggregates = _where(time_range.window_start_ms, time_range.end_ms)
     raw = _where(time_range.start_ms, time_range.end_ms)
@@ -241,7 +245,10 @@ def build_queries(time_range: TimeRange, bucket_s: int) -> ReportQueries:
         environment_readings=(
             f'SELECT sum("readings") AS "readings" FROM "environment_1m" WHERE {aggregates} {by_time} fill(0)'
         ),
-        alerts=f'SELECT count("value") AS "alerts" FROM "alerts" WHERE {raw} GROUP BY "kind", "status"',
+        alerts=(
+            f'SELECT count("value") AS "alerts" FROM "alerts" WHERE time >= {time_range.start_ms + 1}ms AND '
+            f'time < {-(-time_range.end_ms // MINUTE_MS) * MINUTE_MS + 1}ms GROUP BY "kind", "status"'
+        ),
     )
 
 
@@ -671,7 +678,7 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def _time_axis(ax: Axes, time_range: TimeRange, bucket_s: int) -> None:
     """KST dates on x, from the start of the range's first bucket to the end of its last; the parts of
-    those buckets outside the range are greyed."""
+    those buckets outside the range are hatched."""
     import matplotlib.dates as mdates
 
     locator = mdates.AutoDateLocator(tz=KST, minticks=4, maxticks=10)
@@ -684,7 +691,7 @@ def _time_axis(ax: Axes, time_range: TimeRange, bucket_s: int) -> None:
     ax.set_xlim(left, right)
     for low, high in ((left, start), (end, right)):
         if high > low:
-            ax.axvspan(low, high, facecolor="#9a9a9a", alpha=0.25, linewidth=0, zorder=0.5)
+            ax.axvspan(low, high, facecolor="#f4f4f4", edgecolor="#b8b8b8", hatch="///", linewidth=0, zorder=0.5)
     ax.grid(True, axis="both", color="#dddddd", linewidth=0.6)
     ax.set_axisbelow(True)
 
@@ -984,7 +991,7 @@ def adas_map(data: ReportData, labelled: int = 8) -> Figure:
             lon, lat, district, fontsize=13, color="#3a3a3a", style="italic", ha="center", va="center", zorder=3.5,
             path_effects=[withStroke(linewidth=3, foreground="white")], alpha=0.8,
         )  # fmt: skip
-    _label_top_cells(ax, warned[::-1][:labelled], centres)
+    _label_top_cells(ax, [c for c in data.cells if c.warnings][:labelled], centres)  # the order of the HTML table
     legend = [
         Line2D([], [], marker="h", linestyle="none", markersize=10, markerfacecolor="#d9d9d9", markeredgecolor="none",
                label=f"taxi readings, no warning ({len(quiet):,} cells)"),
@@ -995,15 +1002,46 @@ def adas_map(data: ReportData, labelled: int = 8) -> Figure:
     return figure
 
 
+# where a cell's number may go, in points from the cell: close first, then further out
+_LABEL_OFFSETS: Final = tuple(
+    (round(radius * math.cos(math.radians(angle))), round(radius * math.sin(math.radians(angle))))
+    for radius in (14, 26, 38)
+    for angle in (45, 135, -45, -135, 0, 180, 90, -90)
+)
+
+
+def label_offsets(points: Sequence[tuple[float, float]], ax: Axes, clearance: float = 15.0) -> list[tuple[int, int]]:
+    """An offset (points) per data point such that no two labels lie closer than ``clearance`` points.
+
+    Greedy, in the given order (most important first); a label that fits nowhere takes the last
+    candidate. Positions come from the axes' current data-to-display transform.
+    """
+    scale = 72 / ax.figure.dpi  # display pixels to points
+    placed: list[tuple[float, float]] = []
+    chosen = []
+    for x, y in points:
+        px, py = ax.transData.transform((x, y))
+        base = (px * scale, py * scale)
+        for dx, dy in _LABEL_OFFSETS:
+            spot = (base[0] + dx, base[1] + dy)
+            if all(math.hypot(spot[0] - ox, spot[1] - oy) >= clearance for ox, oy in placed):
+                break
+        placed.append(spot)
+        chosen.append((dx, dy))
+    return chosen
+
+
 def _label_top_cells(ax: Axes, cells: Sequence[CellCount], centres: Mapping[str, tuple[float, float]]) -> None:
     """Number the top cells on the map and list them in a box in the upper left corner."""
     if not cells:
         return
     lines = ["most warnings"]
-    for rank, cell in enumerate(cells, start=1):
-        lat, lon = h3.cell_to_latlng(cell.cell)
+    positions = [h3.cell_to_latlng(cell.cell) for cell in cells]
+    offsets = label_offsets([(lon, lat) for lat, lon in positions], ax)
+    for rank, (cell, (lat, lon), offset) in enumerate(zip(cells, positions, offsets, strict=True), start=1):
         ax.annotate(
-            str(rank), (lon, lat), xytext=(7, 7), textcoords="offset points", fontsize=9, fontweight="bold",
+            str(rank), (lon, lat), xytext=offset, textcoords="offset points", fontsize=9, fontweight="bold",
+            ha="center", va="center",
             bbox={"boxstyle": "circle,pad=0.2", "facecolor": "white", "edgecolor": "#7f2704", "linewidth": 0.8},
             arrowprops={"arrowstyle": "-", "color": "#7f2704", "linewidth": 0.8}, zorder=4,
         )  # fmt: skip

@@ -30,8 +30,8 @@ DATABASE = "report_test"
 MINUTE = 60_000
 
 
-def write_lines(url: str, database: str, lines: list[str]) -> None:
-    query = urllib.parse.urlencode({"db": database, "precision": "ms"})
+def write_lines(url: str, database: str, lines: list[str], precision: str = "ms") -> None:
+    query = urllib.parse.urlencode({"db": database, "precision": precision})
     request = urllib.request.Request(f"{url}/write?{query}", data="\n".join(lines).encode(), method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 204
@@ -101,12 +101,18 @@ def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path:
         *(f"parking,lot_id=lot-a,spot_id=A00{i} occupied=1i {start + i * 20_000}" for i in range(4)),
         'alerts,kind=parking.lot_full,status=raised,severity=info subject="lot-a",value=0.975,threshold=0.95,'
         f'message="full",alert_id="x" {start + 3 * MINUTE}',
+        'alerts,kind=parking.lot_full,status=raised,severity=info subject="lot-b",value=0.975,threshold=0.95,'
+        f'message="full",alert_id="y" {end + MINUTE}',
         # outside the range: ignored
         f"environment_1m,device_id=env-jung-01,district=jung readings=7i,pm25_ugm3_mean=300 {end}",
         f"taxi_adas_1m,cell={cells[0]} readings=999i,fcw=99i {start - MINUTE}",
         f"parking,lot_id=lot-a,spot_id=A009 occupied=0i {start - 1}",
     ]
     write_lines(influx_url, DATABASE, lines)
+    # an alert's time is its window's end plus a sub-millisecond offset (README): this one's window ends
+    # with the range
+    alert = 'alerts,kind=parking.lot_full,status=cleared,severity=info subject="lot-a",value=0.8,threshold=0.85,'
+    write_lines(influx_url, DATABASE, [f'{alert}message="free",alert_id="x" {end * 1_000_000 + 624_945}'], "ns")
     letters = [
         (start - 30_000, "schema"),  # before the range
         (start + 5_000, "schema"),
@@ -151,7 +157,7 @@ def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path:
         "pothole": 1,
         "obstacle": 0,
     }
-    assert summary["alerts"] == {"parking.lot_full raised": 1}
+    assert summary["alerts"] == {"parking.lot_full cleared": 1, "parking.lot_full raised": 1}
 
     charts = {name: out / name for name in ("pm25.png", "parking.png", "adas_map.png", "throughput.png")}
     for path in charts.values():

@@ -27,6 +27,7 @@ from streams.report import (
     cell_counts,
     choose_bucket_s,
     dead_letter_reason,
+    label_offsets,
     latest_lot_spots,
     nearest_district,
     parse_duration_ms,
@@ -150,6 +151,9 @@ def test_queries_use_the_contract_names_and_the_range() -> None:
         f"time < {T0 + 3_600_000}ms GROUP BY time(60s) fill(0)"
     )
     assert 'FROM "alerts"' in queries.alerts and 'GROUP BY "kind", "status"' in queries.alerts
+    # an alert's time is its window's end: up to the end of the range's last minute
+    # (its time carries a sub-millisecond offset: the window end is the time truncated to the millisecond)
+    assert f"time >= {M0 + 30_001}ms AND time < {M0 + 3_660_001}ms" in queries.alerts
     assert len(queries.items()) == 7
 
 
@@ -296,6 +300,26 @@ def test_nearest_district() -> None:
     assert nearest_district(35.87, 128.59, {}) is None
 
 
+def test_labels_of_neighbouring_cells_keep_apart() -> None:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 6), dpi=100)
+    ax = figure.subplots()
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    points = [(50.0, 50.0), (50.2, 50.1), (50.1, 49.9), (10.0, 10.0)]
+    offsets = label_offsets(points, ax, clearance=15)
+    assert offsets[0] == offsets[3] == (10, 10)  # the first and a far one take the first place
+    scale = 72 / figure.dpi
+    spots = []
+    for (x, y), (dx, dy) in zip(points, offsets, strict=True):
+        px, py = ax.transData.transform((x, y))
+        spots.append((px * scale + dx, py * scale + dy))
+    for i, a in enumerate(spots):
+        for b in spots[i + 1 :]:
+            assert math.dist(a, b) >= 15
+
+
 def test_warning_norm_is_discrete_for_small_counts() -> None:
     from matplotlib.colors import BoundaryNorm, LogNorm
 
@@ -414,6 +438,12 @@ def test_pm25_chart_shades_the_bands_and_ranks_the_stations() -> None:
     assert top >= 90  # the highest value fits
     ranking = next(ax for ax in axes if ax.get_title(loc="left") == "mean over the range, per station")
     assert [t.get_text() for t in ranking.get_yticklabels()] == ["env-seo-01", "env-jung-01"]  # highest on top
+
+
+def test_map_numbers_the_top_cells_like_the_table() -> None:
+    data = _sample_data()
+    box = next(t for t in _texts(report.adas_map(data)) if t.startswith("most warnings"))
+    assert box.splitlines()[1:] == [f"1.    3  {data.cells[0].cell} jung"]  # the quiet cell is not listed
 
 
 def test_no_dead_letters_read(tmp_path: Path) -> None:

@@ -711,6 +711,20 @@ def _station_palette(count: int) -> list[Any]:
     return [cmap(i % 10) for i in range(count)]
 
 
+def with_gaps(line: Series, bucket_ms: int) -> tuple[list[int], list[float]]:
+    """The series with a NaN between buckets that are not adjacent, so a plotted line breaks where
+    data is missing instead of bridging the gap."""
+    times: list[int] = []
+    values: list[float] = []
+    for t, v in zip(line.times_ms, line.values, strict=True):
+        if times and t - times[-1] > bucket_ms:
+            times.append(times[-1] + bucket_ms)
+            values.append(math.nan)
+        times.append(t)
+        values.append(v)
+    return times, values
+
+
 def _station_means(data: ReportData) -> list[tuple[str, float]]:
     """Each station's mean PM2.5 over the range (mean of its bucket means), highest first."""
     means = [(station, math.fsum(line.values) / len(line)) for station, line in data.pm25.items()]
@@ -769,8 +783,9 @@ def pm25_chart(data: ReportData) -> Figure:
         for station, colour in zip(stations, _station_palette(len(stations)), strict=True):
             line = data.pm25[station]
             mean = math.fsum(line.values) / len(line)
+            times, values = with_gaps(line, data.bucket_s * 1000)
             ax.plot(
-                _dates([t + half_bucket for t in line.times_ms]), line.values, color=colour, linewidth=1.5,
+                _dates([t + half_bucket for t in times]), values, color=colour, linewidth=1.5,
                 marker=_marker(line), markersize=5, label=f"{station} (mean {mean:.0f})",
             )  # fmt: skip
         ax.set_ylim(0, top)

@@ -38,6 +38,7 @@ from streams.report import (
     single_series,
     tag_pairs,
     warning_norm,
+    with_gaps,
 )
 
 T0 = 1_795_300_000_000  # 2026-11-21T21:46:40Z
@@ -227,6 +228,14 @@ def test_latest_lot_spots_and_alert_counts() -> None:
         _series("alerts", {"kind": "air.pm25_advisory", "status": "cleared"}, ["time", "alerts"], [[0, 1]]),
     ]
     assert alert_counts(alerts) == {"air.pm25_advisory cleared": 1, "parking.lot_full raised": 2}
+
+
+def test_lines_break_at_missing_buckets() -> None:
+    line = Series([M0, M0 + 60_000, M0 + 240_000, M0 + 300_000], [1.0, 2.0, 3.0, 4.0])
+    times, values = with_gaps(line, 60_000)
+    assert times == [M0, M0 + 60_000, M0 + 120_000, M0 + 240_000, M0 + 300_000]
+    assert values[:2] == [1.0, 2.0] and math.isnan(values[2]) and values[3:] == [3.0, 4.0]
+    assert with_gaps(Series(), 60_000) == ([], [])
 
 
 # --- dead letters ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 from faust.types.auth import CredentialsT
 
+from streams.batching import BatchApp
 from streams.settings import Settings, kafka_ssl_context
 from streams.topics import DEADLETTER_MAX_MESSAGE_BYTES
 
@@ -30,8 +31,8 @@ def broker_credentials(settings: Settings) -> CredentialsT | None:
     )
 
 
-def build_app(settings: Settings) -> faust.App:
-    return faust.App(
+def build_app(settings: Settings) -> BatchApp:
+    return BatchApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
         broker_credentials=broker_credentials(settings),

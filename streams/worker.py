@@ -7,12 +7,13 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import click
 import faust
 import mode
-from faust.types import TP
+from faust.types import TP, Message
 
 from schemas.alert import Alert
 from schemas.readings import SOURCE_TOPICS, SourceKind
@@ -305,79 +306,85 @@ class Runtime:
                 alerts += rules.on_reading(reading, sent_ms, now)
         return alerts
 
-    def _attach_source(
-        self, stream: SourceStream[Any], then: Callable[[list[Any], PartitionWork, int, int], list[Alert]]
-    ) -> None:
-        app, ingestor, sink, checkpointer, outbox = self.app, self.ingestor, self.sink, self.checkpointer, self.outbox
-        topic = app.topic(
-            stream.topic,
+    def _topic(self, name: str, **options: Any) -> faust.TopicT:
+        return self.app.topic(
+            name,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
             partitions=self.settings.source_partitions,
+            **options,
         )
 
-        async def ingest(events: faust.StreamT) -> None:
+    def _attach_source(
+        self, stream: SourceStream[Any], then: Callable[[list[Any], PartitionWork, int, int], list[Alert]]
+    ) -> None:
+        app, ingestor, sink, checkpointer, outbox = self.app, self.ingestor, self.sink, self.checkpointer, self.outbox
+        works, ingest = checkpointer.works, ingestor.ingest
+
+        async def ingest_batch(messages: list[Message]) -> None:
             # acks are manual: a message is acknowledged (and its offset committed) by the checkpoint
-            # that made its points, dead letters, forwarded readings and state durable
-            async for event in events.noack().events():  # type: ignore[attr-defined]
-                message = event.message
-                generation = checkpointer.generation
-                work = await checkpointer.work(message.topic, message.partition)
+            # that made its points, dead letters, forwarded readings and state durable. Between two
+            # awaits nothing else runs: a checkpoint sees a message either not processed or processed
+            # with its points in the sink.
+            ack = app.consumer.ack
+            generation = checkpointer.generation
+            for message in messages:
+                topic, partition, offset = message.topic, message.partition, message.offset
+                work = works.get((topic, partition))
+                if work is None:
+                    work = await checkpointer.work(topic, partition)
                 if generation != checkpointer.generation:
-                    continue  # a rebalance came meanwhile: Faust delivers it again from the committed offset
+                    return  # a rebalance came meanwhile: Faust delivers these again from the committed offset
                 sent_ms = int(message.timestamp * 1000) if message.timestamp else None
-                if not work.already_applied(message.offset):
-                    source = SourceMessage(message.topic, message.partition, message.offset, message.key, sent_ms)
-                    outcome = ingestor.ingest(stream, source, message.value)
+                if not work.already_applied(offset):
+                    source = SourceMessage(topic, partition, offset, message.key, sent_ms)
+                    outcome = ingest(stream, source, message.value)
                     waits = [
                         await app.producer.send(DEADLETTER_TOPIC, key, value, None, None, None)
                         for key, value in outcome.dead_letters
                     ]
                     sink.add(outcome.lines, waits=waits)
                     if outcome.readings:
-                        alerts = then(outcome.readings, work, message.offset, sent_ms or wall_ms())
+                        alerts = then(outcome.readings, work, offset, sent_ms or wall_ms())
                         if alerts:
                             await outbox.publish(alerts)
-                work.processed(message.offset, event.ack, sent_ms, wall_ms())
-                await sink.wait_for_room()
+                            if generation != checkpointer.generation:
+                                return
+                work.processed(offset, partial(ack, message), sent_ms, wall_ms())
+            await sink.wait_for_room()
 
-        app.agent(topic, name=f"citystream.{stream.kind.value}")(ingest)
+        app.batch_topic(self._topic(stream.topic), ingest_batch)
 
     def _attach_internal(self, topic_name: str, record_type: Any) -> None:
         app, checkpointer, sink = self.app, self.checkpointer, self.sink
-        topic = app.topic(
-            topic_name,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=self.settings.source_partitions,
-            internal=False,
-        )
+        works = checkpointer.works
 
-        async def aggregate(events: faust.StreamT) -> None:
-            async for event in events.noack().events():  # type: ignore[attr-defined]
-                message = event.message
-                generation = checkpointer.generation
-                work = await checkpointer.work(message.topic, message.partition)
+        async def aggregate_batch(messages: list[Message]) -> None:
+            ack = app.consumer.ack
+            generation = checkpointer.generation
+            for message in messages:
+                topic, partition, offset = message.topic, message.partition, message.offset
+                work = works.get((topic, partition))
+                if work is None:
+                    work = await checkpointer.work(topic, partition)
                 if generation != checkpointer.generation:
-                    continue
-                if not work.already_applied(message.offset):
+                    return
+                if not work.already_applied(offset):
                     assert work.aggregate is not None and work.progress is not None
                     now = wall_ms()
                     progress, apply = work.progress, work.aggregate.apply
-                    for source, offset, index, watermark, *fields in decode_records(message.value):
+                    for source, source_offset, index, watermark, *fields in decode_records(message.value or b""):
                         if index == HEARTBEAT:
                             progress.heartbeat(source, watermark, fields[0])
-                        elif progress.accept(source, offset, index, watermark, now):
+                        elif progress.accept(source, source_offset, index, watermark, now):
                             apply(record_type(*fields), now)
                 sent_ms = int(message.timestamp * 1000) if message.timestamp else None
-                work.processed(message.offset, event.ack, sent_ms, wall_ms())
-                await sink.wait_for_room()
+                work.processed(offset, partial(ack, message), sent_ms, wall_ms())
+            await sink.wait_for_room()
 
-        app.agent(topic, name=f"citystream.{topic_name}")(aggregate)
+        app.batch_topic(self._topic(topic_name, internal=False), aggregate_batch)
 
     async def preflight(self) -> None:
         """Create missing topics and wait for InfluxDB, each for at most the startup timeout."""

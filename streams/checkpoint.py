@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +41,7 @@ TopicPartitionKey = tuple[str, int]
 
 class StateStore(Protocol):
     async def load(self, topic: str, partition: int) -> bytes | None: ...
+    async def load_many(self, topic: str, partitions: Iterable[int]) -> dict[int, bytes | None]: ...
     async def save(self, topic: str, partition: int, blob: bytes) -> Awaitable[object]: ...
 
 
@@ -144,13 +145,39 @@ class Checkpointer:
         self.works[key] = work
         return work
 
-    async def _restore(self, topic: str, partition: int) -> PartitionWork:
+    async def prepare(self, keys: Iterable[TopicPartitionKey]) -> None:
+        """Restore the partitions of ``keys`` not restored yet, reading their snapshots together."""
+        missing = [key for key in set(keys) if key not in self.works and key not in self._loading]
+        if not missing:
+            return
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in missing:
+            by_topic.setdefault(topic, []).append(partition)
+
+        async def read() -> dict[TopicPartitionKey, bytes | None]:
+            blobs: dict[TopicPartitionKey, bytes | None] = {}
+            for topic, partitions in by_topic.items():
+                found = await self.store.load_many(topic, partitions)
+                blobs.update({(topic, partition): blob for partition, blob in found.items()})
+            return blobs
+
+        blobs = asyncio.ensure_future(read())
+        for topic, partition in missing:
+            self._loading[(topic, partition)] = asyncio.ensure_future(self._restore(topic, partition, blobs))
+        await asyncio.gather(*(self.work(topic, partition) for topic, partition in missing))
+
+    async def _restore(
+        self, topic: str, partition: int, blobs: asyncio.Future[dict[TopicPartitionKey, bytes | None]] | None = None
+    ) -> PartitionWork:
         made = self.aggregate_factory(topic)
         if made is None:
             return PartitionWork(topic, partition, None)
         aggregate, progress, rules = made
         work = PartitionWork(topic, partition, aggregate, progress, rules)
-        blob = await self.store.load(topic, partition)
+        if blobs is None:
+            blob = await self.store.load(topic, partition)
+        else:
+            blob = (await asyncio.shield(blobs)).get((topic, partition))
         if blob is None and rules is not None:
             # a first snapshot before anything is processed: it records where the alerts topic
             # stood, so whoever restores this partition later finds the alerts published since

@@ -18,6 +18,7 @@ def cli() -> None:
 
 def _register() -> None:
     from streams.alertconsumer import alerts_command
+    from streams.bench import bench_command
     from streams.deadletters import deadletters_command
     from streams.demo import demo_command
     from streams.localstack import local_command
@@ -27,6 +28,7 @@ def _register() -> None:
     from streams.worker import worker_command
 
     cli.add_command(alerts_command)
+    cli.add_command(bench_command)
     cli.add_command(deadletters_command)
     cli.add_command(demo_command)
     cli.add_command(local_command)

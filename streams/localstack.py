@@ -520,6 +520,8 @@ bind-address = {_toml(f"{HOST}:{rpc_port}")}   # RPC (backup/restore)
   wal-dir = {_toml(workdir / "wal")}
   query-log-enabled = false
   trace-logging-enabled = false
+  # device_id is a tag: a city has more than the default limit of 100,000 values of one tag
+  max-values-per-tag = 0
 
 [monitor]
   store-enabled = false

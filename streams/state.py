@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -49,20 +49,30 @@ class KafkaStateStore:
 
     async def load(self, topic: str, partition: int) -> bytes | None:
         """The newest snapshot of an input partition, or None when it has none yet."""
-        state_tp = TopicPartition(self.state_topics[topic], partition)
+        return (await self.load_many(topic, [partition]))[partition]
+
+    async def load_many(self, topic: str, partitions: Iterable[int]) -> dict[int, bytes | None]:
+        """The newest snapshots of several partitions of an input topic, read together (a rebalance
+        hands a worker many partitions at once: one read, not one per partition)."""
+        wanted = {TopicPartition(self.state_topics[topic], partition): partition for partition in partitions}
+        found: dict[int, bytes | None] = dict.fromkeys(wanted.values())
         async with self._lock:
             consumer = await self._reader()
-            consumer.assign([state_tp])
-            end = (await consumer.end_offsets([state_tp]))[state_tp]
-            if end == 0:
-                return None
-            consumer.seek(state_tp, end - 1)
-            while True:
-                batches = await consumer.getmany(state_tp, timeout_ms=10_000)
-                records = batches.get(state_tp, [])
-                if records:
-                    return records[-1].value
-                log.warning("waiting for the snapshot of %s[%d] at offset %d", topic, partition, end - 1)
+            consumer.assign(list(wanted))
+            ends = await consumer.end_offsets(list(wanted))
+            waiting = {}
+            for state_tp, partition in wanted.items():
+                if ends[state_tp] > 0:
+                    consumer.seek(state_tp, ends[state_tp] - 1)
+                    waiting[state_tp] = partition
+            while waiting:
+                batches = await consumer.getmany(*waiting, timeout_ms=10_000)
+                for state_tp, records in batches.items():
+                    if records and state_tp in waiting:
+                        found[waiting.pop(state_tp)] = records[-1].value
+                if not batches:
+                    log.warning("waiting for the snapshots of %s %s", topic, sorted(waiting.values()))
+        return found
 
     async def save(self, topic: str, partition: int, blob: bytes) -> Awaitable[object]:
         return await self._send(self.state_topics[topic], None, blob, partition)

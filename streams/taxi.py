@@ -30,9 +30,23 @@ HAZARD_EVENTS: Final = frozenset({"POTHOLE", "OBSTACLE"})
 _COUNTER_INDEX: Final = {name: i for i, name in enumerate(COUNTERS)}
 
 
+_CELLS: dict[tuple[float, float], str] = {}
+_CELLS_KEPT = 65_536
+
+
 def cell_of(lat: float, lon: float) -> str:
-    """The H3 index at resolution 9 (about 0.1 km²) of a position."""
-    return h3.latlng_to_cell(lat, lon, H3_RESOLUTION)
+    """The H3 index at resolution 9 (about 0.1 km²) of a position.
+
+    A reading's cell is wanted twice (its raw point, its record for the cell windows): the last
+    positions' cells are kept, which halves the H3 calls.
+    """
+    key = (lat, lon)
+    cell = _CELLS.get(key)
+    if cell is None:
+        if len(_CELLS) >= _CELLS_KEPT:
+            _CELLS.clear()
+        cell = _CELLS[key] = h3.latlng_to_cell(lat, lon, H3_RESOLUTION)
+    return cell
 
 
 def raw_point(reading: TaxiReading, registry: Registry) -> str:

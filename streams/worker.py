@@ -317,11 +317,22 @@ class Runtime:
             **options,
         )
 
+    def _restorer(self) -> Callable[[list[Message]], Awaitable[None]]:
+        works, checkpointer = self.checkpointer.works, self.checkpointer
+
+        async def restore_first(messages: list[Message]) -> None:
+            """The partitions of a fetch seen for the first time: their snapshots read together."""
+            new = {(m.topic, m.partition) for m in messages if (m.topic, m.partition) not in works}
+            if new:
+                await checkpointer.prepare(new)
+
+        return restore_first
+
     def _attach_source(
         self, stream: SourceStream[Any], then: Callable[[list[Any], PartitionWork, int, int], list[Alert]]
     ) -> None:
         app, ingestor, sink, checkpointer, outbox = self.app, self.ingestor, self.sink, self.checkpointer, self.outbox
-        works, ingest = checkpointer.works, ingestor.ingest
+        works, ingest, restore_first = checkpointer.works, ingestor.ingest, self._restorer()
 
         async def ingest_batch(messages: list[Message]) -> None:
             # acks are manual: a message is acknowledged (and its offset committed) by the checkpoint
@@ -330,6 +341,7 @@ class Runtime:
             # with its points in the sink.
             ack = app.consumer.ack
             generation = checkpointer.generation
+            await restore_first(messages)
             for message in messages:
                 topic, partition, offset = message.topic, message.partition, message.offset
                 work = works.get((topic, partition))
@@ -359,11 +371,12 @@ class Runtime:
 
     def _attach_internal(self, topic_name: str, record_type: Any) -> None:
         app, checkpointer, sink = self.app, self.checkpointer, self.sink
-        works = checkpointer.works
+        works, restore_first = checkpointer.works, self._restorer()
 
         async def aggregate_batch(messages: list[Message]) -> None:
             ack = app.consumer.ack
             generation = checkpointer.generation
+            await restore_first(messages)
             for message in messages:
                 topic, partition, offset = message.topic, message.partition, message.offset
                 work = works.get((topic, partition))

@@ -1,0 +1,37 @@
+"""``citystream bench`` end to end at a small size: every phase runs, the last line holds the figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from streams.workerprocess import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> None:
+    # the bench returns only once every raw point of both throughput phases is in InfluxDB
+    command = [*WorkerProcess.command()[:-1], "bench", "--readings", "3000", "--devices", "500"]
+    command += ["--batch-size", "50", "--latency-seconds", "15", "--rate", "500", "--dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(figures) == {
+        "single_readings_per_s",
+        "batch_readings_per_s",
+        "baseline_readings_per_s",
+        "batch_ratio_to_baseline",
+        "p50_latency_s",
+        "p99_latency_s",
+        "alert_p99_latency_s",
+        "rss_mb",
+    }
+    for name in ("single_readings_per_s", "batch_readings_per_s", "baseline_readings_per_s", "rss_mb"):
+        assert figures[name] > 0, name
+    assert 0 < figures["batch_ratio_to_baseline"] < 10
+    # probes every 100 ms for 15 s, each seen in InfluxDB
+    assert 0 < figures["p50_latency_s"] <= figures["p99_latency_s"] < 30

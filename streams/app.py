@@ -58,4 +58,5 @@ def build_app(settings: Settings) -> BatchApp:
         producer_max_request_size=DEADLETTER_MAX_MESSAGE_BYTES,
         producer_acks=-1,
         producer_linger_ms=5,
+        consumer_max_fetch_size=256 * 1024,
     )

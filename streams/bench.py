@@ -484,7 +484,7 @@ class Bench:
                         reading["device_id"] = f"bench-pk-{lot:03d}-{spot:02d}"
                         reading["lot_id"], reading["spot_id"] = f"bench-lot-{lot:03d}", f"S{spot:02d}"
                         reading["occupied"] = (now_ms // 60_000) % 2 == 0
-                        reading["seq"] = i
+                        reading["seq"] = i // (LOTS * SPOTS_PER_LOT)  # a frame counter: +1 a reading
                     await producer.send(topic, orjson.dumps(reading), key=reading["device_id"].encode())
                     i += 1
                 owed -= int(owed)

@@ -364,6 +364,8 @@ class Runtime:
                             await outbox.publish(alerts)
                             if generation != checkpointer.generation:
                                 return
+                # the message waits for its ack until the next checkpoint: without its bytes
+                message.key = message.value = None
                 work.processed(offset, partial(ack, message), sent_ms, wall_ms())
             await sink.wait_for_room()
 
@@ -394,6 +396,7 @@ class Runtime:
                         elif progress.accept(source, source_offset, index, watermark, now):
                             apply(record_type(*fields), now)
                 sent_ms = int(message.timestamp * 1000) if message.timestamp else None
+                message.key = message.value = None
                 work.processed(offset, partial(ack, message), sent_ms, wall_ms())
             await sink.wait_for_room()
 

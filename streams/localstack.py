@@ -623,11 +623,21 @@ def create_database(url: str, name: str = DEFAULT_DB, timeout: float = 10.0) -> 
 
 
 _PACKAGES = {"influxdb": "influxd", "victoria-metrics": "victoria-metrics"}
+# what the offline checks of deploy/ run when present: `docker-compose config`, `promtool check`,
+# `kubectl kustomize`
+DEPLOY_TOOLS = {"docker-compose": "docker-compose", "prometheus": "promtool", "kubernetes-client": "kubectl"}
+_PACKAGES.update(DEPLOY_TOOLS)
 
 
-def missing_packages(victoria_metrics: bool = False) -> list[str]:
+def _wanted(victoria_metrics: bool, deploy_tools: bool) -> list[str]:
+    return (
+        ["influxdb"] + (["victoria-metrics"] if victoria_metrics else []) + (list(DEPLOY_TOOLS) if deploy_tools else [])
+    )
+
+
+def missing_packages(victoria_metrics: bool = False, deploy_tools: bool = False) -> list[str]:
     """The Debian packages whose binary is not installed."""
-    wanted = ["influxdb"] + (["victoria-metrics"] if victoria_metrics else [])
+    wanted = _wanted(victoria_metrics, deploy_tools)
     missing = []
     for package in wanted:
         try:
@@ -637,14 +647,16 @@ def missing_packages(victoria_metrics: bool = False) -> list[str]:
     return missing
 
 
-def install_packages(victoria_metrics: bool = False, *, echo: Callable[[str], None] | None = None) -> list[str]:
-    """``apt-get install`` influxdb (and victoria-metrics) when their binaries are missing.
+def install_packages(
+    victoria_metrics: bool = False, *, deploy_tools: bool = False, echo: Callable[[str], None] | None = None
+) -> list[str]:
+    """``apt-get install`` influxdb (and victoria-metrics, and the deploy check tools) when their binaries are missing.
 
     Returns the packages installed (empty when all were there). Raises InstallError when not root
     (with the exact ``sudo apt-get install`` line), without apt-get, or when apt-get fails.
     """
     say = echo or (lambda _message: None)
-    missing = missing_packages(victoria_metrics)
+    missing = missing_packages(victoria_metrics, deploy_tools)
     if not missing:
         return []
     line = f"sudo apt-get update && sudo apt-get install -y {' '.join(missing)}"
@@ -667,7 +679,7 @@ def install_packages(victoria_metrics: bool = False, *, echo: Callable[[str], No
         result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, check=False)
         if result.returncode != 0:
             raise InstallError(f"`{' '.join(argv)}` failed with exit code {result.returncode}")
-    still = missing_packages(victoria_metrics)
+    still = missing_packages(victoria_metrics, deploy_tools)
     if still:
         raise InstallError(f"apt-get finished but {', '.join(still)} is still missing")
     return missing
@@ -949,18 +961,24 @@ def status_command(dir_: Path) -> None:
     is_flag=True,
     help="Also install VictoriaMetrics (the tests use it for the InfluxDB v2 write path).",
 )
+@click.option(
+    "--deploy-tools",
+    is_flag=True,
+    help="Also install docker-compose, promtool (prometheus) and kubectl (kubernetes-client): the tests "
+    "check deploy/ with them.",
+)
 @_fail_cleanly
-def install_command(with_victoria: bool) -> None:
-    """Install Debian's influxdb (and victoria-metrics) packages if they are missing.
+def install_command(with_victoria: bool, deploy_tools: bool) -> None:
+    """Install Debian's influxdb (and victoria-metrics, and the deploy check tools) if they are missing.
 
     Needs root and apt-get; otherwise prints the `sudo apt-get install` line to run. Run it once
     before the tests:
 
     \b
-      pip install -e '.[dev]' && citystream local install --victoria-metrics && pytest
+      pip install -e '.[dev]' && citystream local install --victoria-metrics --deploy-tools && pytest
     """
-    installed = install_packages(with_victoria, echo=click.echo)
-    wanted = ["influxdb"] + (["victoria-metrics"] if with_victoria else [])
+    installed = install_packages(with_victoria, deploy_tools=deploy_tools, echo=click.echo)
+    wanted = _wanted(with_victoria, deploy_tools)
     for package in wanted:
         binary = _debian_binary(_PACKAGES[package], package)
         verb = "installed" if package in installed else "already installed"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Final, NamedTuple
 
 import h3
+import orjson
 
 from schemas.readings import SourceKind, TaxiReading
 from streams.lineprotocol import format_float
@@ -111,6 +112,9 @@ class TaxiCellAggregate(WindowedAggregate):
         super().__init__(policy)
         self.windows: dict[tuple[int, str], CellWindow] = {}
         self.dirty: set[tuple[int, str]] = set()
+        # each window's part of the snapshot, made again only when the window changed
+        self._dumped: dict[tuple[int, str], orjson.Fragment] = {}
+        self._undumped: set[tuple[int, str]] = set()
 
     def _fold(self, fix: TaxiFix) -> None:
         key = (window_start(fix.ts, self.policy.short_ms), fix.cell)
@@ -128,6 +132,7 @@ class TaxiCellAggregate(WindowedAggregate):
             elif fix.event in HAZARD_EVENTS:
                 window.hazards.add(fix.device_id)
         self.dirty.add(key)
+        self._undumped.add(key)
 
     def _lines(self) -> list[str]:
         lines = []
@@ -160,12 +165,32 @@ class TaxiCellAggregate(WindowedAggregate):
         size = self.policy.short_ms
         for key in [k for k in self.windows if k[0] + size <= horizon_ms]:
             del self.windows[key]
+            self._dumped.pop(key, None)
+            self._undumped.discard(key)
 
     def _dump(self) -> Any:
-        return [
-            [start, cell, w.readings, sorted(w.taxis), w.speed.dump(), w.counts, w.collisions, sorted(w.hazards)]
-            for (start, cell), w in self.windows.items()
-        ]
+        dumped, windows = self._dumped, self.windows
+        for key in self._undumped:
+            window = windows.get(key)
+            if window is not None:
+                start, cell = key
+                # encoded once: a snapshot embeds the JSON of the windows that did not change
+                dumped[key] = orjson.Fragment(
+                    orjson.dumps(
+                        [
+                            start,
+                            cell,
+                            window.readings,
+                            sorted(window.taxis),
+                            window.speed.dump(),
+                            window.counts,
+                            window.collisions,
+                            sorted(window.hazards),
+                        ]
+                    )
+                )
+        self._undumped.clear()
+        return list(dumped.values())
 
     def _load(self, data: Any) -> None:
         for start, cell, readings, taxis, speed, counts, *alerting in data:
@@ -174,6 +199,7 @@ class TaxiCellAggregate(WindowedAggregate):
             if alerting:
                 window.collisions, window.hazards = dict(alerting[0]), set(alerting[1])
             self.windows[(start, cell)] = window
+            self._undumped.add((start, cell))
 
 
 STREAM: Final = SourceStream(kind=SourceKind.TAXI, model=TaxiReading, raw_point=raw_point)

@@ -787,3 +787,34 @@ def test_environment_expire() -> None:
     assert sorted(start for start, _ in aggregate.minutes) == [BASE + 2 * HOUR + MINUTE, BASE + 2 * HOUR + 2 * MINUTE]
     # the hourly PM means stay for the 24-hour means of the hours still open
     assert aggregate.pm_hourly[("env-1", "jung gu")]["pm25_ugm3"] == {BASE: 40.0, BASE + HOUR: 15.0}
+
+
+def test_taxi_snapshot_made_from_cached_windows_equals_a_fresh_one() -> None:
+    """A window's part of the snapshot is made again only when it changed: the snapshot stays the
+    same as one made from scratch, through folds, lines taken, expiry and a restore."""
+    rng = random.Random(7)
+    aggregate = taxi()
+    events = ["NONE", "FCW", "PCW", "POTHOLE", "LDW_L"]
+    for step in range(40):
+        for _ in range(25):
+            ts = BASE + step * 30_000 + rng.randrange(60_000)
+            cell = rng.choice([CELL_A, CELL_B])
+            aggregate.fold(
+                fix(f"taxi-{rng.randrange(9)}", ts, rng.uniform(0, 80), rng.choice(events), None, cell), WALL
+            )
+        aggregate.take_lines()
+        if step % 7 == 6:
+            aggregate.expire()
+        fresh = taxi()
+        fresh.load(orjson.loads(orjson.dumps(aggregate.dump())))
+        mine, theirs = (orjson.loads(orjson.dumps(a.dump())) for a in (aggregate, fresh))
+        mine["windows"].sort()
+        theirs["windows"].sort()
+        assert mine == theirs
+        reference = sorted(
+            [start, cell, w.readings, sorted(w.taxis), w.speed.dump(), w.counts, w.collisions, sorted(w.hazards)]
+            for (start, cell), w in aggregate.windows.items()
+        )
+        assert sorted(orjson.loads(orjson.dumps(aggregate.dump()["windows"]))) == orjson.loads(orjson.dumps(reference))
+    assert len(aggregate.windows) < 2 * 40  # expiry dropped windows, and their snapshot parts
+    assert set(aggregate._dumped) == set(aggregate.windows)

@@ -441,7 +441,7 @@ class Bench:
         """Until a reading sent now reaches InfluxDB: the consumer group has settled, the clock can start."""
         producer = AIOKafkaProducer(bootstrap_servers=stack.kafka.address)
         await producer.start()
-        query = f"SELECT count(\"speed_kmh\") FROM \"taxi_adas\" WHERE device_id = '{WARM_UP_DEVICE}'"
+        query = f'SELECT count("speed_kmh") FROM "taxi_adas" WHERE device_id = \'{WARM_UP_DEVICE}\''
         deadline = time.monotonic() + timeout_s
         try:
             for seq in itertools.count():

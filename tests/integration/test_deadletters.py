@@ -90,8 +90,9 @@ def station(device_id: str, ts: int, pm25: float, seq: int) -> dict[str, Any]:
 
 
 def test_a_real_worker_s_dead_letters_listed_summarised_and_replayed_to_a_fixed_worker(
-    kafka_bootstrap: str, influx_url: str, tmp_path: Path
+    own_kafka: str, influx_url: str, tmp_path: Path
 ) -> None:
+    kafka_bootstrap = own_kafka  # a broker of its own: it writes to the source topics
     tag = f"dlt{uuid.uuid4().hex[:6]}"
     old_dev, batch_dev, binary_dev, taxi_dev = (f"{tag}-env-old", f"{tag}-env-batch", f"{tag}-pk-bin", f"{tag}-taxi")
     database = "deadletters_replay"
@@ -238,7 +239,8 @@ def test_a_real_worker_s_dead_letters_listed_summarised_and_replayed_to_a_fixed_
         assert fixed.stop() == 0, fixed.log()[-3000:]
 
 
-def test_replay_refuses_what_it_cannot_send_and_sends_big_binary_payloads_exactly(kafka_bootstrap: str) -> None:
+def test_replay_refuses_what_it_cannot_send_and_sends_big_binary_payloads_exactly(own_kafka: str) -> None:
+    kafka_bootstrap = own_kafka  # a broker of its own: it writes to the source topics
     """Dead letters made by streams.decode and published directly (no worker): the unusual cases."""
     tag = f"dlr{uuid.uuid4().hex[:6]}"
     asyncio.run(ensure_topics(kafka_bootstrap, contract_topics(4)))
@@ -342,7 +344,8 @@ def _replay_on_a_terminal(bootstrap: str, args: list[str], answer: bytes) -> tup
     return code, output.decode(errors="replace")
 
 
-def test_on_a_terminal_replay_asks_first(kafka_bootstrap: str) -> None:
+def test_on_a_terminal_replay_asks_first(own_kafka: str) -> None:
+    kafka_bootstrap = own_kafka  # a broker of its own: it writes to the source topics
     tag = f"dlq{uuid.uuid4().hex[:6]}"
     asyncio.run(ensure_topics(kafka_bootstrap, contract_topics(4)))
     now = now_ms()

@@ -253,7 +253,8 @@ def assert_no_secret(output: str) -> None:
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
-def test_no_secret_in_any_line_of_a_failing_worker(kafka_bootstrap: str, tmp_path: Path, log_format: str) -> None:
+def test_no_secret_in_any_line_of_a_failing_worker(own_kafka: str, tmp_path: Path, log_format: str) -> None:
+    kafka_bootstrap = own_kafka  # a broker of its own: it writes to the source topics
     nowhere = f"127.0.0.1:{free_port()}"
     base = {
         "CITYSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
@@ -325,7 +326,8 @@ def test_no_secret_in_any_line_of_a_failing_worker(kafka_bootstrap: str, tmp_pat
         assert_no_secret(output)
 
 
-def test_no_secret_in_the_logs_of_a_running_worker(kafka_bootstrap: str, influx_url: str, tmp_path: Path) -> None:
+def test_no_secret_in_the_logs_of_a_running_worker(own_kafka: str, influx_url: str, tmp_path: Path) -> None:
+    kafka_bootstrap = own_kafka  # a broker of its own: it writes to the source topics
     """A worker that runs with a token (v1 sends it as a header) at debug level, in JSON: no line holds it."""
     port = free_port()
     env_vars = worker_env(

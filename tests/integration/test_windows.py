@@ -139,7 +139,8 @@ def assigned_topics(log: str) -> set[str]:
     if not lines:
         return set()
     topics = set(re.findall(r"TopicPartition\(topic='([^']+)'", lines[-1]))
-    return {topic for topic in topics if topic.startswith("city.") or topic.endswith(("taxi-by-cell", "parking-by-lot"))}
+    internal = ("taxi-by-cell", "parking-by-lot")
+    return {topic for topic in topics if topic.startswith("city.") or topic.endswith(internal)}
 
 
 async def test_two_workers_give_the_same_windows_as_one(own_kafka: str, influx_url: str, tmp_path: Path) -> None:

@@ -593,10 +593,14 @@ def bench_command(
     loop (aiokafka getmany + orjson + pydantic) on the same messages in the same run; produce-to-InfluxDB
     latency at a fixed rate; alert latency; peak memory with many devices.
 
-    Each phase starts its own Tansu and InfluxDB (installed with `citystream local install`). The last
-    line printed is one JSON object with the figures.
+    Each phase starts its own Tansu and InfluxDB (Debian's influxdb package, installed when missing, as
+    root). The last line printed is one JSON object with the figures.
     """
     console = Console()
+    try:  # InfluxDB comes from Debian's package: installed when missing, as `citystream local up` does
+        localstack.install_packages(echo=console.print)
+    except localstack.InstallError as exc:
+        raise click.ClickException(str(exc)) from None
     folder = folder.resolve()
     chosen = {phase.strip() for phase in phases.split(",") if phase.strip()}
     if not chosen or chosen - {"single", "batch", "latency"}:

@@ -44,6 +44,7 @@ import click
 import h3
 import orjson
 
+from schemas.deadletter import DeadLetterReason
 from schemas.timestamps import parse_rfc3339_ms
 from streams.cai import BREAKPOINTS, GRADES
 from streams.registry import Registry, RegistryError, load_registry
@@ -93,16 +94,7 @@ GRADE_LABELS: Final = {
     "very_unhealthy": "very unhealthy",
 }
 
-DEAD_LETTER_REASONS: Final = (
-    "not_utf8",
-    "malformed_json",
-    "not_an_object",
-    "too_large",
-    "bad_batch",
-    "schema",
-    "future_timestamp",
-    "stale_timestamp",
-)
+DEAD_LETTER_REASONS: Final = tuple(reason.value for reason in DeadLetterReason)  # the contract's order
 UNREADABLE_REASON: Final = "(unreadable)"
 
 

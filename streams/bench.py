@@ -46,6 +46,7 @@ from rich.table import Table
 
 from schemas.readings import SOURCE_TOPICS, EnvReading, ParkingReading, SourceKind, TaxiReading
 from streams import localstack
+from streams.demo import influx_series
 from streams.localstack import ManagedService, free_port
 from streams.soak import rss_mb
 from streams.topics import contract_topics, ensure_topics
@@ -173,12 +174,7 @@ def batch_messages(readings: int, batch_size: int, start_ms: int, span_ms: int, 
 
 
 def influx_query(url: str, query: str) -> list[dict[str, Any]]:
-    params = urllib.parse.urlencode({"db": DATABASE, "q": query, "epoch": "ms"})
-    with urllib.request.urlopen(f"{url}/query?{params}", timeout=60) as response:
-        result = json.loads(response.read())["results"][0]
-    if "error" in result:
-        raise RuntimeError(result["error"])
-    return list(result.get("series", []))
+    return influx_series(url, DATABASE, query, timeout_s=60)
 
 
 def raw_points(url: str) -> int:

@@ -25,9 +25,10 @@ from streams.workerprocess import WorkerProcess
 RAW_MEASUREMENTS = {"taxi_adas": "speed_kmh", "parking": "occupied", "environment": None}
 
 
-def _influx_series(url: str, database: str, query: str) -> list[dict[str, Any]]:
+def influx_series(url: str, database: str, query: str, timeout_s: float = 30) -> list[dict[str, Any]]:
+    """The series an InfluxQL query returns (times in epoch milliseconds); an error raises."""
     params = urllib.parse.urlencode({"db": database, "q": query, "epoch": "ms"})
-    with urllib.request.urlopen(f"{url}/query?{params}", timeout=30) as response:
+    with urllib.request.urlopen(f"{url}/query?{params}", timeout=timeout_s) as response:
         result = json.loads(response.read())["results"][0]
     if "error" in result:
         raise RuntimeError(result["error"])
@@ -40,11 +41,11 @@ def count_points_since(url: str, database: str, since_ms: int) -> dict[str, int]
     for measurement, field in RAW_MEASUREMENTS.items():
         if field is None:
             # an environment point carries some of the measurements: count rows, not one field
-            series = _influx_series(url, database, f'SELECT * FROM "{measurement}" WHERE time >= {since_ms}ms')
+            series = influx_series(url, database, f'SELECT * FROM "{measurement}" WHERE time >= {since_ms}ms')
             counts[measurement] = sum(len(s["values"]) for s in series)
         else:
             query = f'SELECT count("{field}") FROM "{measurement}" WHERE time >= {since_ms}ms'
-            series = _influx_series(url, database, query)
+            series = influx_series(url, database, query)
             counts[measurement] = int(series[0]["values"][0][1]) if series else 0
     return counts
 
@@ -103,7 +104,7 @@ def count_aggregates_since(url: str, database: str, since_ms: int) -> dict[str, 
         size_ms = 3_600_000 if measurement.endswith("_1h") else 60_000
         start = since_ms - since_ms % size_ms
         field = "readings" if not measurement.startswith("parking") else "known_spots"
-        series = _influx_series(url, database, f'SELECT count("{field}") FROM "{measurement}" WHERE time >= {start}ms')
+        series = influx_series(url, database, f'SELECT count("{field}") FROM "{measurement}" WHERE time >= {start}ms')
         counts[measurement] = int(series[0]["values"][0][1]) if series else 0
     return counts
 

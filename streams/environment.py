@@ -10,7 +10,7 @@ from typing import Any, Final, NamedTuple
 
 from schemas.readings import ENV_MEASUREMENTS, EnvReading, SourceKind
 from streams.cai import comprehensive_index, pm_24h_mean
-from streams.lineprotocol import escape_string_field, escape_tag, format_float
+from streams.lineprotocol import escape_string_field, escape_tag, format_float, normalize_tag
 from streams.registry import Registry
 from streams.windows import Stats, WindowedAggregate, WindowPolicy, window_start
 from streams.wiring import SourceStream
@@ -22,14 +22,21 @@ _DAY_MS: Final = 86_400_000
 
 
 def district_of(reading: EnvReading, registry: Registry) -> str:
-    """The reading's district, else the registry's, else ``unknown`` (contract 2.3)."""
-    return reading.district or registry.station_district(reading.device_id) or UNKNOWN_DISTRICT
+    """The reading's district, else the registry's, else ``unknown`` (contract 2.3), as InfluxDB stores it.
+
+    The district is normalised here, once (:func:`~streams.lineprotocol.normalize_tag`; ``unknown``
+    when nothing is left of it), before it keys a station window: two districts that InfluxDB
+    stores as the same tag value ("k\\x01" and "k ") are one window, not two that overwrite each
+    other's point. The raw point and the window points both carry this value.
+    """
+    district = reading.district or registry.station_district(reading.device_id)
+    return (normalize_tag(district) if district else "") or UNKNOWN_DISTRICT
 
 
 def raw_point(reading: EnvReading, registry: Registry) -> str:
     fields = ",".join(f"{name}={format_float(value)}" for name, value in reading.measurements().items())
-    district = escape_tag(district_of(reading, registry)) or UNKNOWN_DISTRICT
-    return f"environment,device_id={reading.device_id},district={district} {fields} {reading.ts}"
+    district = escape_tag(district_of(reading, registry))
+    return f"environment,device_id={escape_tag(reading.device_id)},district={district} {fields} {reading.ts}"
 
 
 class StationSample(NamedTuple):
@@ -38,7 +45,7 @@ class StationSample(NamedTuple):
     device_id: str
     ts: int
     seq: int | None
-    district: str
+    district: str  # normalised (district_of)
     measurements: dict[str, float]
 
     @classmethod
@@ -88,7 +95,8 @@ class StationWindow:
 
 def _tags(key: StationKey) -> str:
     device_id, district = key
-    return f"device_id={device_id},district={escape_tag(district) or UNKNOWN_DISTRICT}"
+    # `or`: a window restored from a checkpoint of a version that did not normalise districts
+    return f"device_id={escape_tag(device_id)},district={escape_tag(district) or UNKNOWN_DISTRICT}"
 
 
 class StationAggregate(WindowedAggregate):

@@ -2,9 +2,18 @@
 
 Escaping follows what InfluxDB 1.x and later parse back to the same value: in tag keys, tag values
 and field keys a comma, equals sign or space is preceded by a backslash; a string field value is
-double-quoted with its double quotes and backslashes escaped. Line protocol cannot carry a line
-break in a tag, nor a backslash at a tag's end: control characters become spaces and trailing
-backslashes are dropped, the only places where a stored tag differs from the reading.
+double-quoted with its double quotes and backslashes escaped.
+
+Line protocol cannot carry every tag value: a line break ends the line, InfluxDB 1.x refuses a tag
+that ends in a backslash, and a backslash before a space, comma, equals sign or double quote reads
+as (part of) an escape to some parsers. :func:`normalize_tag` is the one rule that makes a value
+carriable, and its result is what InfluxDB stores: control characters (``\\x00`` to ``\\x1f``
+and ``\\x7f``) become spaces, and a run of backslashes before a space, comma, equals sign or double
+quote, or at the end of the value, is dropped. Those are the only places where a stored tag
+differs from the reading. Two values with the same normal form are one series in InfluxDB, so
+whatever keys a window by a tag value must key it by the normal form (:func:`escape_tag` normalises
+too, so that no line can break, but normalising there alone would let such windows overwrite each
+other).
 """
 
 from __future__ import annotations
@@ -15,7 +24,12 @@ from typing import Final
 
 _TAG_SPECIAL: Final = re.compile(r"([,= ])")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
-_SAFE_TAG: Final = re.compile(r"^[A-Za-z0-9._:\-]+$")
+# a run of backslashes that line protocol cannot carry: before a space, comma, equals sign or double
+# quote, or at the end (\Z: `$` would also match before a final line break)
+_UNCARRIED_BACKSLASHES: Final = re.compile(r'\\+(?=[ ,="]|\Z)')
+# values that are their own normal form and need no escaping (the id charset of schemas.readings);
+# used with fullmatch: `$` would let a final line break through
+_SAFE_TAG: Final = re.compile(r"[A-Za-z0-9._:\-]+")
 
 FieldValue = float | int | bool | str
 
@@ -24,12 +38,21 @@ def escape_measurement(name: str) -> str:
     return name.replace(",", r"\,").replace(" ", r"\ ")
 
 
+def normalize_tag(value: str) -> str:
+    """The tag value InfluxDB stores for ``value`` (see the module's docstring); idempotent.
+
+    Empty when ``value`` is empty or only backslashes: line protocol has no empty tag value.
+    """
+    if _SAFE_TAG.fullmatch(value):
+        return value
+    return _UNCARRIED_BACKSLASHES.sub("", _CONTROL.sub(" ", value))
+
+
 def escape_tag(text: str) -> str:
-    """Escape a tag key or value (and a field key)."""
-    if _SAFE_TAG.match(text):
+    """A tag key or value (and a field key), normalised (:func:`normalize_tag`) and escaped."""
+    if _SAFE_TAG.fullmatch(text):
         return text
-    cleaned = _CONTROL.sub(" ", text).rstrip("\\")
-    return _TAG_SPECIAL.sub(r"\\\1", cleaned)
+    return _TAG_SPECIAL.sub(r"\\\1", normalize_tag(text))
 
 
 def escape_string_field(text: str) -> str:

@@ -11,7 +11,7 @@ import bisect
 from typing import Any, Final, NamedTuple
 
 from schemas.readings import ParkingReading, SourceKind
-from streams.lineprotocol import format_float
+from streams.lineprotocol import escape_tag, format_float
 from streams.registry import Registry
 from streams.windows import WindowedAggregate, WindowPolicy, window_start
 from streams.wiring import SourceStream
@@ -25,8 +25,8 @@ def raw_point(reading: ParkingReading, registry: Registry) -> str:
         fields += f",rssi_dbm={format_float(reading.rssi_dbm)}"
     if reading.snr_db is not None:
         fields += f",snr_db={format_float(reading.snr_db)}"
-    # lot_id and spot_id follow the device_id charset: nothing to escape
-    return f"parking,lot_id={reading.lot_id},spot_id={reading.spot_id} {fields} {reading.ts}"
+    # lot_id and spot_id follow the device_id charset, their own normal form: escape_tag's fast path
+    return f"parking,lot_id={escape_tag(reading.lot_id)},spot_id={escape_tag(reading.spot_id)} {fields} {reading.ts}"
 
 
 class SpotReport(NamedTuple):
@@ -106,6 +106,7 @@ class ParkingLotAggregate(WindowedAggregate):
         self.dirty: set[tuple[int, str]] = set()
 
     def _fold(self, report: SpotReport) -> None:
+        # keyed by the lot id as read: the id charset is its own normal form (normalize_tag)
         lot = self.lots.get(report.lot_id)
         if lot is None:
             lot = self.lots[report.lot_id] = LotState()
@@ -126,8 +127,8 @@ class ParkingLotAggregate(WindowedAggregate):
                 continue
             occupied, known, capacity, occupancy = self.occupancy(lot_id, start + size)
             lines.append(
-                f"parking_1m,lot_id={lot_id} occupied={occupied}i,known_spots={known}i,capacity={capacity}i,"
-                f"occupancy={format_float(occupancy)},changes={lot.changes[start]}i {start}"
+                f"parking_1m,lot_id={escape_tag(lot_id)} occupied={occupied}i,known_spots={known}i,"
+                f"capacity={capacity}i,occupancy={format_float(occupancy)},changes={lot.changes[start]}i {start}"
             )
         self.dirty.clear()
         return lines

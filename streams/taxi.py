@@ -13,7 +13,7 @@ import h3
 import orjson
 
 from schemas.readings import SourceKind, TaxiReading
-from streams.lineprotocol import format_float
+from streams.lineprotocol import escape_tag, format_float
 from streams.registry import Registry
 from streams.windows import Stats, WindowedAggregate, WindowPolicy, window_start
 from streams.wiring import SourceStream
@@ -51,7 +51,8 @@ def cell_of(lat: float, lon: float) -> str:
 
 
 def raw_point(reading: TaxiReading, registry: Registry) -> str:
-    # tags in key order; device_id, event and cell never need escaping (contract charset, hex)
+    # tags in key order; device_id, event and cell (contract charset, a literal, hex) are their own
+    # normal form, so escape_tag takes its fast path
     fields = (
         f"lat={format_float(reading.lat)},lon={format_float(reading.lon)},speed_kmh={format_float(reading.speed_kmh)}"
     )
@@ -62,7 +63,8 @@ def raw_point(reading: TaxiReading, registry: Registry) -> str:
     if reading.ttc_s is not None:
         fields += f",ttc_s={format_float(reading.ttc_s)}"
     cell = cell_of(reading.lat, reading.lon)
-    return f"taxi_adas,cell={cell},device_id={reading.device_id},event={reading.event} {fields} {reading.ts}"
+    tags = f"cell={escape_tag(cell)},device_id={escape_tag(reading.device_id)},event={escape_tag(reading.event)}"
+    return f"taxi_adas,{tags} {fields} {reading.ts}"
 
 
 class TaxiFix(NamedTuple):
@@ -117,6 +119,7 @@ class TaxiCellAggregate(WindowedAggregate):
         self._undumped: set[tuple[int, str]] = set()
 
     def _fold(self, fix: TaxiFix) -> None:
+        # keyed by the cell as H3 gives it: hex, its own normal form (normalize_tag)
         key = (window_start(fix.ts, self.policy.short_ms), fix.cell)
         window = self.windows.get(key)
         if window is None:
@@ -144,7 +147,7 @@ class TaxiCellAggregate(WindowedAggregate):
             counts = ",".join(f"{name}={count}i" for name, count in zip(COUNTERS, window.counts, strict=True))
             speed = window.speed
             lines.append(
-                f"taxi_adas_1m,cell={cell} readings={window.readings}i,taxis={len(window.taxis)}i,"
+                f"taxi_adas_1m,cell={escape_tag(cell)} readings={window.readings}i,taxis={len(window.taxis)}i,"
                 f"speed_mean={format_float(speed.mean)},speed_min={format_float(speed.low)},"
                 f"speed_max={format_float(speed.high)},{counts} {start}"
             )

@@ -16,6 +16,7 @@ class DeadLetterReason(StrEnum):
     SCHEMA = "schema"
     FUTURE_TIMESTAMP = "future_timestamp"
     STALE_TIMESTAMP = "stale_timestamp"
+    PROCESSING_ERROR = "processing_error"  # the processor failed on the message (a bug); version 1.1
 
 
 class FieldError(BaseModel):
@@ -46,3 +47,8 @@ class DeadLetter(BaseModel):
     payload: str | None
     payload_b64: str | None
     dead_lettered_at: str
+    # version 1.1: the payload keeps at most the first 1 MiB of the original; when it was cut, these
+    # say so and identify the original
+    payload_truncated: bool = False
+    payload_bytes: int | None = None
+    payload_sha256: str | None = None

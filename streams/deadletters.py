@@ -390,8 +390,14 @@ class ReplayPlan:
 def original_value(letter: DeadLetter) -> bytes:
     """The bytes to publish again: the base64 original, else the text (for a batch element: that element).
 
-    Raises ValueError when the dead letter holds nothing to publish.
+    Raises ValueError when the dead letter holds nothing to publish, or only the first part of it.
     """
+    if letter.payload_truncated:
+        size = f"{letter.payload_bytes:,} bytes" if letter.payload_bytes is not None else "its size unknown"
+        raise ValueError(
+            f"its payload keeps only the first part of the original ({size}, SHA-256 {letter.payload_sha256}): "
+            "the original cannot be published again from it"
+        )
     if letter.payload_b64 is not None:
         try:
             return base64.b64decode(letter.payload_b64, validate=True)

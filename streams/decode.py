@@ -1,12 +1,15 @@
 """From a Kafka message's bytes to valid readings and rejections (contract sections 2 and 4).
 
 Pure functions with no Faust or Kafka import: every byte string gives readings, rejections or both,
-never an exception. A rejection becomes a dead letter once the message's coordinates are known.
+never an exception. A rejection becomes a dead letter once the message's coordinates are known, and
+a dead letter always fits its topic: it keeps at most the first :data:`MAX_PAYLOAD_BYTES` of the
+original (contract version 1.1), so that no message can stop a partition.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -20,6 +23,9 @@ from schemas.timestamps import format_ms
 
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
 MAX_BATCH_READINGS: Final = 1000
+# a dead letter keeps at most this much of the original payload, and of the original key
+MAX_PAYLOAD_BYTES: Final = 1024 * 1024
+MAX_KEY_BYTES: Final = 1024 * 1024
 
 ReadingModel = type[TaxiReading] | type[ParkingReading] | type[EnvReading]
 
@@ -38,9 +44,40 @@ class Rejection:
 
     reason: DeadLetterReason
     errors: tuple[FieldError, ...]
-    payload: str | None
-    payload_b64: str | None = None
+    payload: Payload
     index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """What a dead letter keeps of the original: its text, or base64 when it is not UTF-8; at most
+    :data:`MAX_PAYLOAD_BYTES` of it, with the original's size and SHA-256 when it was cut."""
+
+    text: str | None = None
+    b64: str | None = None
+    truncated: bool = False
+    original_bytes: int | None = None
+    sha256: str | None = None
+
+    @classmethod
+    def of(cls, value: bytes | None) -> Payload:
+        """The payload of original bytes; ``None`` (a message without a value) keeps nothing."""
+        if value is None:
+            return cls()
+        cut = value[:MAX_PAYLOAD_BYTES]
+        truncated = len(cut) < len(value)
+        text: str | None = None
+        b64: str | None = None
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            b64 = base64.b64encode(cut).decode("ascii")
+        else:
+            # the whole is UTF-8: a cut ends on a character boundary, at most 3 bytes earlier
+            text = cut.decode("utf-8", errors="ignore") if truncated else cut.decode("utf-8")
+        if not truncated:
+            return cls(text, b64)
+        return cls(text, b64, True, len(value), hashlib.sha256(value).hexdigest())
 
 
 @dataclass(slots=True)
@@ -67,52 +104,55 @@ def decode_message(model: ReadingModel, value: bytes | None, now_ms: int, limits
     decoded = Decoded()
     if value is None or len(value) == 0:
         decoded.rejections.append(
-            Rejection(DeadLetterReason.MALFORMED_JSON, (_error("", "the message has no value", "json_empty"),), None)
+            Rejection(
+                DeadLetterReason.MALFORMED_JSON, (_error("", "the message has no value", "json_empty"),), Payload()
+            )
         )
         return decoded
     if len(value) > MAX_MESSAGE_BYTES:
-        text, b64 = _original(value)
         msg = f"{len(value)} bytes is over the {MAX_MESSAGE_BYTES} byte limit of a message"
-        decoded.rejections.append(Rejection(DeadLetterReason.TOO_LARGE, (_error("", msg, "too_large"),), text, b64))
+        decoded.rejections.append(
+            Rejection(DeadLetterReason.TOO_LARGE, (_error("", msg, "too_large"),), Payload.of(value))
+        )
         return decoded
     try:
         document = codec.loads(value)
     except codec.JSONDecodeError as exc:
-        text, b64 = _original(value)
-        if text is None:
+        payload = Payload.of(value)
+        if payload.text is None:
             msg = "the message is not valid UTF-8"
-            decoded.rejections.append(Rejection(DeadLetterReason.NOT_UTF8, (_error("", msg, "not_utf8"),), None, b64))
+            decoded.rejections.append(Rejection(DeadLetterReason.NOT_UTF8, (_error("", msg, "not_utf8"),), payload))
         else:
             decoded.rejections.append(
-                Rejection(DeadLetterReason.MALFORMED_JSON, (_error("", str(exc), "json_invalid"),), text)
+                Rejection(DeadLetterReason.MALFORMED_JSON, (_error("", str(exc), "json_invalid"),), payload)
             )
         return decoded
     if not isinstance(document, dict):
         msg = f"a message is a JSON object, not {_json_type(document)}"
         decoded.rejections.append(
-            Rejection(DeadLetterReason.NOT_AN_OBJECT, (_error("", msg, "not_an_object"),), _text(value))
+            Rejection(DeadLetterReason.NOT_AN_OBJECT, (_error("", msg, "not_an_object"),), Payload.of(value))
         )
         return decoded
     if "batch" not in document:
-        _judge_reading(model, document, now_ms, limits, decoded, index=None, payload=value)
+        _judge_reading(model, document, now_ms, limits, decoded, index=None, original=value)
         return decoded
     batch = document["batch"]
     problem = _batch_problem(batch)
     if problem is not None:
         decoded.rejections.append(
-            Rejection(DeadLetterReason.BAD_BATCH, (_error("batch", problem, "bad_batch"),), _text(value))
+            Rejection(DeadLetterReason.BAD_BATCH, (_error("batch", problem, "bad_batch"),), Payload.of(value))
         )
         return decoded
     for index, element in enumerate(batch):
         if isinstance(element, dict):
-            _judge_reading(model, element, now_ms, limits, decoded, index=index, payload=None)
+            _judge_reading(model, element, now_ms, limits, decoded, index=index, original=value)
         else:
             msg = f"a batch element is a JSON object, not {_json_type(element)}"
             decoded.rejections.append(
                 Rejection(
                     DeadLetterReason.NOT_AN_OBJECT,
                     (_error("", msg, "not_an_object"),),
-                    codec.dumps_str(element),
+                    _element_payload(element, value),
                     index=index,
                 )
             )
@@ -120,7 +160,8 @@ def decode_message(model: ReadingModel, value: bytes | None, now_ms: int, limits
 
 
 def dead_letter(source: SourceMessage, rejection: Rejection, now_ms: int) -> DeadLetter:
-    key = None if source.key is None else source.key.decode("utf-8", errors="backslashreplace")
+    key = None if source.key is None else dead_letter_key(source.key).decode("utf-8", errors="backslashreplace")
+    payload = rejection.payload
     return DeadLetter(
         source=DeadLetterSource(
             topic=source.topic,
@@ -132,14 +173,35 @@ def dead_letter(source: SourceMessage, rejection: Rejection, now_ms: int) -> Dea
         index=rejection.index,
         reason=rejection.reason,
         errors=list(rejection.errors),
-        payload=rejection.payload,
-        payload_b64=rejection.payload_b64,
+        payload=payload.text,
+        payload_b64=payload.b64,
         dead_lettered_at=format_ms(now_ms),
+        payload_truncated=payload.truncated,
+        payload_bytes=payload.original_bytes,
+        payload_sha256=payload.sha256,
     )
 
 
+def dead_letter_key(key: bytes) -> bytes:
+    """The key a dead letter is published with: the original key, cut to :data:`MAX_KEY_BYTES`."""
+    return key[:MAX_KEY_BYTES]
+
+
 def encode_dead_letter(letter: DeadLetter) -> bytes:
+    """The dead letter as JSON. Bounded: about 6 times :data:`MAX_PAYLOAD_BYTES` plus 6 times
+    :data:`MAX_KEY_BYTES` at worst (every byte a control character, escaped as ``\\u00XX``)."""
     return codec.dumps(letter.model_dump(mode="json"))
+
+
+def processing_error(exc: BaseException, value: bytes | None, index: int | None = None) -> Rejection:
+    """The rejection of a message the processor itself failed on (a bug): the partition goes on."""
+    msg = f"the processor failed on this message: {type(exc).__name__}: {exc}"[:2000]
+    return Rejection(
+        DeadLetterReason.PROCESSING_ERROR,
+        (_error("", msg, "processing_error"),),
+        Payload.of(value),
+        index=index,
+    )
 
 
 def _judge_reading(
@@ -150,7 +212,7 @@ def _judge_reading(
     decoded: Decoded,
     *,
     index: int | None,
-    payload: bytes | None,
+    original: bytes,
 ) -> None:
     try:
         reading = model.model_validate(document)
@@ -160,7 +222,7 @@ def _judge_reading(
             for err in exc.errors(include_url=False, include_input=False, include_context=False)
         )
         decoded.rejections.append(
-            Rejection(DeadLetterReason.SCHEMA, errors, _element_text(document, payload), index=index)
+            Rejection(DeadLetterReason.SCHEMA, errors, _reading_payload(document, original, index), index=index)
         )
         return
     ahead_ms = reading.ts - now_ms
@@ -173,7 +235,7 @@ def _judge_reading(
             Rejection(
                 DeadLetterReason.FUTURE_TIMESTAMP,
                 (_error("ts", msg, "future_timestamp"),),
-                _element_text(document, payload),
+                _reading_payload(document, original, index),
                 index=index,
             )
         )
@@ -183,7 +245,7 @@ def _judge_reading(
             Rejection(
                 DeadLetterReason.STALE_TIMESTAMP,
                 (_error("ts", msg, "stale_timestamp"),),
-                _element_text(document, payload),
+                _reading_payload(document, original, index),
                 index=index,
             )
         )
@@ -205,21 +267,18 @@ def _error(loc: str, msg: str, type_: str) -> FieldError:
     return FieldError(loc=loc, msg=msg.removeprefix("Value error, "), type=type_)
 
 
-def _original(value: bytes) -> tuple[str | None, str | None]:
-    """The original bytes as text when they are UTF-8, else as base64."""
+def _reading_payload(document: Mapping[str, Any], original: bytes, index: int | None) -> Payload:
+    """A single reading keeps the message as it came; a batch element, that element as JSON."""
+    return Payload.of(original) if index is None else _element_payload(document, original)
+
+
+def _element_payload(element: Any, original: bytes) -> Payload:
+    """A batch element as JSON; one that cannot be encoded again (nested deeper than the encoder
+    allows, say) keeps the original text of the whole message instead."""
     try:
-        return value.decode("utf-8"), None
-    except UnicodeDecodeError:
-        return None, base64.b64encode(value).decode("ascii")
-
-
-def _text(value: bytes) -> str:
-    # only called once orjson has parsed the bytes, so they are UTF-8
-    return value.decode("utf-8")
-
-
-def _element_text(document: Mapping[str, Any], payload: bytes | None) -> str:
-    return _text(payload) if payload is not None else codec.dumps_str(document)
+        return Payload.of(codec.dumps(element))
+    except (TypeError, ValueError, RecursionError):  # orjson.JSONEncodeError is a TypeError
+        return Payload.of(original)
 
 
 _JSON_TYPES: Final = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}

@@ -14,10 +14,21 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from schemas.readings import Reading, SourceKind
-from streams.decode import ReadingModel, SourceMessage, TimeLimits, dead_letter, decode_message, encode_dead_letter
+from streams.decode import (
+    ReadingModel,
+    Rejection,
+    SourceMessage,
+    TimeLimits,
+    dead_letter,
+    dead_letter_key,
+    decode_message,
+    encode_dead_letter,
+    processing_error,
+)
 from streams.registry import Registry
 
 R = TypeVar("R", bound=Reading)
+DeadLetterRecord = tuple[bytes | None, bytes]  # (key, value) to publish on the dead-letter topic
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,7 @@ class Outcome:
     """What one message produced: raw points, and dead letters as (key, value) to publish."""
 
     lines: list[str]
-    dead_letters: list[tuple[bytes | None, bytes]]
+    dead_letters: list[DeadLetterRecord]
     readings: list[Reading]
 
 
@@ -64,11 +75,19 @@ class Ingestor:
         raw_point = stream.raw_point
         registry = self.registry
         lines = [raw_point(reading, registry) for reading in decoded.readings]  # type: ignore[arg-type]
-        letters = []
-        for rejection in decoded.rejections:
-            letter = dead_letter(source, rejection, now_ms)
-            letters.append((source.key, encode_dead_letter(letter)))
-            self.stats.dead_letters[rejection.reason.value] += 1
+        letters = self._dead_letters(source, decoded.rejections, now_ms)
         self.stats.messages[stream.kind.value] += 1
         self.stats.readings_valid[stream.kind.value] += len(lines)
         return Outcome(lines, letters, decoded.readings)
+
+    def failed(self, source: SourceMessage, value: bytes | None, exc: BaseException) -> list[DeadLetterRecord]:
+        """The dead letter of a message the processor failed on (reason ``processing_error``)."""
+        return self._dead_letters(source, [processing_error(exc, value)], self.clock_ms())
+
+    def _dead_letters(self, source: SourceMessage, rejections: list[Rejection], now_ms: int) -> list[DeadLetterRecord]:
+        key = None if source.key is None else dead_letter_key(source.key)
+        letters = []
+        for rejection in rejections:
+            letters.append((key, encode_dead_letter(dead_letter(source, rejection, now_ms))))
+            self.stats.dead_letters[rejection.reason.value] += 1
+        return letters

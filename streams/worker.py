@@ -334,6 +334,22 @@ class Runtime:
         app, ingestor, sink, checkpointer, outbox = self.app, self.ingestor, self.sink, self.checkpointer, self.outbox
         works, ingest, restore_first = checkpointer.works, ingestor.ingest, self._restorer()
 
+        async def process(source: SourceMessage, value: bytes | None, work: PartitionWork, generation: int) -> bool:
+            """Points, dead letters, forwarded readings and alerts of one message; False if a
+            rebalance came meanwhile."""
+            outcome = ingest(stream, source, value)
+            waits = [
+                await app.producer.send(DEADLETTER_TOPIC, key, letter, None, None, None)
+                for key, letter in outcome.dead_letters
+            ]
+            sink.add(outcome.lines, waits=waits)
+            if outcome.readings:
+                alerts = then(outcome.readings, work, source.offset, source.timestamp_ms or wall_ms())
+                if alerts:
+                    await outbox.publish(alerts)
+                    return generation == checkpointer.generation
+            return True
+
         async def ingest_batch(messages: list[Message]) -> None:
             # acks are manual: a message is acknowledged (and its offset committed) by the checkpoint
             # that made its points, dead letters, forwarded readings and state durable. Between two
@@ -352,18 +368,11 @@ class Runtime:
                 sent_ms = int(message.timestamp * 1000) if message.timestamp else None
                 if not work.already_applied(offset):
                     source = SourceMessage(topic, partition, offset, message.key, sent_ms)
-                    outcome = ingest(stream, source, message.value)
-                    waits = [
-                        await app.producer.send(DEADLETTER_TOPIC, key, value, None, None, None)
-                        for key, value in outcome.dead_letters
-                    ]
-                    sink.add(outcome.lines, waits=waits)
-                    if outcome.readings:
-                        alerts = then(outcome.readings, work, offset, sent_ms or wall_ms())
-                        if alerts:
-                            await outbox.publish(alerts)
-                            if generation != checkpointer.generation:
-                                return
+                    try:
+                        if not await process(source, message.value, work, generation):
+                            return
+                    except Exception as exc:  # a bug must not stop the partition: see processing_failed
+                        await self.processing_failed(source, message.value, exc)
                 # the message waits for its ack until the next checkpoint: without its bytes
                 message.key = message.value = None
                 work.processed(offset, partial(ack, message), sent_ms, wall_ms())
@@ -374,6 +383,16 @@ class Runtime:
     def _attach_internal(self, topic_name: str, record_type: Any) -> None:
         app, checkpointer, sink = self.app, self.checkpointer, self.sink
         works, restore_first = checkpointer.works, self._restorer()
+
+        def apply_records(work: PartitionWork, value: bytes | None) -> None:
+            assert work.aggregate is not None and work.progress is not None
+            now = wall_ms()
+            progress, apply = work.progress, work.aggregate.apply
+            for source, source_offset, index, watermark, *fields in decode_records(value or b""):
+                if index == HEARTBEAT:
+                    progress.heartbeat(source, watermark, fields[0])
+                elif progress.accept(source, source_offset, index, watermark, now):
+                    apply(record_type(*fields), now)
 
         async def aggregate_batch(messages: list[Message]) -> None:
             ack = app.consumer.ack
@@ -386,21 +405,37 @@ class Runtime:
                     work = await checkpointer.work(topic, partition)
                 if generation != checkpointer.generation:
                     return
-                if not work.already_applied(offset):
-                    assert work.aggregate is not None and work.progress is not None
-                    now = wall_ms()
-                    progress, apply = work.progress, work.aggregate.apply
-                    for source, source_offset, index, watermark, *fields in decode_records(message.value or b""):
-                        if index == HEARTBEAT:
-                            progress.heartbeat(source, watermark, fields[0])
-                        elif progress.accept(source, source_offset, index, watermark, now):
-                            apply(record_type(*fields), now)
                 sent_ms = int(message.timestamp * 1000) if message.timestamp else None
+                if not work.already_applied(offset):
+                    try:
+                        apply_records(work, message.value)
+                    except Exception as exc:  # a bug must not stop the partition: see processing_failed
+                        await self.processing_failed(
+                            SourceMessage(topic, partition, offset, message.key, sent_ms), message.value, exc
+                        )
                 message.key = message.value = None
                 work.processed(offset, partial(ack, message), sent_ms, wall_ms())
             await sink.wait_for_room()
 
         app.batch_topic(self._topic(topic_name, internal=False), aggregate_batch)
+
+    async def processing_failed(self, source: SourceMessage, value: bytes | None, exc: Exception) -> None:
+        """The last resort when the processor fails on a message (a bug): the message is dead-lettered
+        with reason ``processing_error``, logged at error level and counted, and the partition goes on.
+        What the message had changed before the failure stays (its readings may be partly counted)."""
+        log.error(
+            "processing %s[%d]@%d failed; the message goes to %s as processing_error and the partition goes on",
+            source.topic,
+            source.partition,
+            source.offset,
+            DEADLETTER_TOPIC,
+            exc_info=exc,
+        )
+        waits = [
+            await self.app.producer.send(DEADLETTER_TOPIC, key, letter, None, None, None)
+            for key, letter in self.ingestor.failed(source, value, exc)
+        ]
+        self.sink.add([], waits=waits)
 
     async def preflight(self) -> None:
         """Create missing topics and wait for InfluxDB, each for at most the startup timeout."""

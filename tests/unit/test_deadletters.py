@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import orjson
 import pytest
@@ -39,6 +40,7 @@ from streams.deadletters import (
 )
 from streams.decode import (
     MAX_MESSAGE_BYTES,
+    MAX_PAYLOAD_BYTES,
     ReadingModel,
     SourceMessage,
     dead_letter,
@@ -281,24 +283,35 @@ def test_a_batch_element_goes_back_as_a_single_reading() -> None:
     assert replay.key == b"env-a"
 
 
-@pytest.mark.parametrize("size", [MAX_MESSAGE_BYTES + 1, MAX_MESSAGE_BYTES + 1000])
-def test_base64_payloads_come_back_exactly(size: int) -> None:
+def test_base64_payloads_come_back_exactly() -> None:
     not_utf8 = b"\xff\xfe\x00" + bytes(range(256))
     replay = replayed(one(not_utf8))
     assert replay.value == not_utf8
-    too_large = (b"\xc3" + b"x" * size)[:size]  # over the limit and not UTF-8: kept as base64
+
+
+@pytest.mark.parametrize("size", [MAX_MESSAGE_BYTES + 1, MAX_MESSAGE_BYTES + 1000])
+def test_a_payload_cut_to_its_first_mebibyte_is_not_replayed(size: int) -> None:
+    too_large = (b"\xc3" + b"x" * size)[:size]  # over the limit and not UTF-8: its first MiB kept as base64
     stored = one(too_large)
-    assert stored.letter.reason is DeadLetterReason.TOO_LARGE and stored.letter.payload_b64 is not None
-    plan = plan_replay([stored])
-    assert plan.replays[0].value == too_large
-    assert "will dead-letter it again" in replay_warnings(plan)[0]
+    letter = stored.letter
+    assert letter.reason is DeadLetterReason.TOO_LARGE and letter.payload_b64 is not None
+    assert base64.b64decode(letter.payload_b64) == too_large[:MAX_PAYLOAD_BYTES]
+    assert letter.payload_truncated and letter.payload_bytes == size
+    assert letter.payload_sha256 == hashlib.sha256(too_large).hexdigest()
+    refusal = replay_of(stored)
+    assert isinstance(refusal, Refusal)
+    assert f"{size:,} bytes" in refusal.why and letter.payload_sha256 in refusal.why
 
 
-def test_a_utf8_too_large_payload_comes_back_from_its_text() -> None:
+def test_a_utf8_too_large_payload_keeps_whole_characters() -> None:
     too_large = orjson.dumps(env("env-big", padding="é" * MAX_MESSAGE_BYTES))
     stored = one(too_large)
-    assert stored.letter.reason is DeadLetterReason.TOO_LARGE and stored.letter.payload is not None
-    assert replayed(stored).value == too_large
+    letter = stored.letter
+    assert letter.reason is DeadLetterReason.TOO_LARGE and letter.payload is not None
+    kept = letter.payload.encode()
+    assert too_large.startswith(kept) and MAX_PAYLOAD_BYTES - 4 < len(kept) <= MAX_PAYLOAD_BYTES
+    assert letter.payload_truncated and letter.payload_bytes == len(too_large)
+    assert isinstance(replay_of(stored), Refusal)
 
 
 def test_what_cannot_be_replayed_is_refused_with_the_reason() -> None:

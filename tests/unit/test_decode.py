@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import orjson
 import pytest
@@ -13,6 +14,7 @@ from schemas.deadletter import DeadLetterReason
 from schemas.readings import EnvReading, ParkingReading, TaxiReading
 from streams.decode import (
     MAX_MESSAGE_BYTES,
+    MAX_PAYLOAD_BYTES,
     SourceMessage,
     TimeLimits,
     dead_letter,
@@ -144,7 +146,7 @@ def test_schema_errors_name_the_field(model, document, loc: str, error_type: str
     decoded = decode(model, document)
     assert reasons(decoded) == ["schema"]
     assert (decoded.rejections[0].errors[0].loc, decoded.rejections[0].errors[0].type) == (loc, error_type)
-    assert orjson.loads(decoded.rejections[0].payload) == document
+    assert orjson.loads(decoded.rejections[0].payload.text or "") == document
 
 
 def test_missing_required_fields() -> None:
@@ -179,15 +181,18 @@ def test_not_utf8_keeps_the_original_bytes() -> None:
     value = b'{"device_id": "env-\xc3\x28"}'
     rejection = decode(EnvReading, value).rejections[0]
     assert rejection.reason is DeadLetterReason.NOT_UTF8
-    assert rejection.payload is None
-    assert base64.b64decode(rejection.payload_b64 or "") == value
+    assert rejection.payload.text is None
+    assert base64.b64decode(rejection.payload.b64 or "") == value
 
 
 def test_too_large() -> None:
     value = orjson.dumps(env(note="x" * MAX_MESSAGE_BYTES))
     rejection = decode(EnvReading, value).rejections[0]
     assert rejection.reason is DeadLetterReason.TOO_LARGE
-    assert rejection.payload is not None and rejection.payload.encode() == value
+    payload = rejection.payload
+    assert payload.text is not None and payload.text.encode() == value[:MAX_PAYLOAD_BYTES]
+    assert payload.truncated and payload.original_bytes == len(value)
+    assert payload.sha256 == hashlib.sha256(value).hexdigest()
     exactly = b'{"device_id":"e","ts":%d,"pm25_ugm3":1,"p":"' % NOW
     exactly += b"y" * (MAX_MESSAGE_BYTES - len(exactly) - 2) + b'"}'
     assert len(exactly) == MAX_MESSAGE_BYTES
@@ -212,8 +217,8 @@ def test_batch_elements_are_judged_one_by_one() -> None:
         (3, "future_timestamp"),
         (5, "stale_timestamp"),
     ]
-    assert orjson.loads(decoded.rejections[1].payload) == elements[2]
-    assert decoded.rejections[0].payload == '"oops"'
+    assert orjson.loads(decoded.rejections[1].payload.text or "") == elements[2]
+    assert decoded.rejections[0].payload.text == '"oops"'
 
 
 def test_full_batch_of_1000_is_valid() -> None:
@@ -242,6 +247,9 @@ def test_dead_letter_document() -> None:
         "payload": value.decode(),
         "payload_b64": None,
         "dead_lettered_at": "2026-11-21T21:20:01.120Z",
+        "payload_truncated": False,
+        "payload_bytes": None,
+        "payload_sha256": None,
     }
 
 
@@ -279,7 +287,7 @@ def _accounted(model, value: bytes) -> None:  # type: ignore[no-untyped-def]
     for rejection in decoded.rejections:
         assert isinstance(rejection.reason, DeadLetterReason)
         assert rejection.errors
-        assert (rejection.payload is None) != (rejection.payload_b64 is None) or value in (b"",)
+        assert (rejection.payload.text is None) != (rejection.payload.b64 is None) or value in (b"",)
         # every rejection becomes a dead letter that serialises
         encode_dead_letter(dead_letter(SourceMessage("t", 0, 0, None, None), rejection, NOW))
 

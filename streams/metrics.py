@@ -23,7 +23,7 @@ from schemas.readings import SourceKind
 from streams.alerts import KINDS as ALERT_KINDS
 from streams.checkpoint import PartitionWork
 from streams.outbox import AlertOutbox
-from streams.sink import WRITE_SECONDS_BUCKETS, PointSink
+from streams.sink import REJECTED_REASONS, WRITE_SECONDS_BUCKETS, PointSink, WriteProblem
 from streams.windows import DUPLICATE, LATE, WindowedAggregate
 from streams.wiring import IngestStats
 
@@ -39,6 +39,7 @@ class ConsumerView(Protocol):
     def assignment(self) -> Iterable[tuple[str, int]]: ...
     def highwater(self, topic: str, partition: int) -> int | None: ...
     def read_offset(self, topic: str, partition: int) -> int | None: ...
+    def committed_offset(self, topic: str, partition: int) -> int | None: ...
 
 
 def open_windows(aggregate: WindowedAggregate | None) -> int:
@@ -64,6 +65,13 @@ def consumer_lag(highwater: int | None, processed_offset: int | None) -> int | N
     return max(0, highwater - position)
 
 
+def committed_lag(highwater: int | None, committed: int | None) -> int | None:
+    """Messages from the committed offset (the next one a restart reads) to the partition's end."""
+    if highwater is None:
+        return None
+    return max(0, highwater - (committed or 0))
+
+
 @dataclass
 class Readiness:
     """What ``/readyz`` answers: recent successful checks of Kafka and InfluxDB, and partitions held."""
@@ -77,6 +85,8 @@ class Readiness:
     # the consumer group has assigned this worker its partitions (perhaps none) and is not rebalancing
     settled: Callable[[], bool] = lambda: False
     assigned: Callable[[], int] = lambda: 0
+    # the InfluxDB writes' problems: the sinks' WriteProblem (streams.sink), when a write keeps failing
+    write_problems: Callable[[], Sequence[WriteProblem]] = lambda: ()
 
     def broker_checked(self, ok: bool, error: str = "") -> None:
         if ok:
@@ -104,7 +114,20 @@ class Readiness:
                 failed[name] = f"not reachable for {now - at:.0f} s: {error}"
         if not self.settled():
             failed["partitions"] = "the consumer group has not assigned partitions yet (joining or rebalancing)"
+        writes = self._writes_failing(now)
+        if writes:
+            failed["influxdb_writes"] = writes
         return failed
+
+    def _writes_failing(self, now: float) -> str:
+        """A write refused for a setting fails at once; any other failure after ``within_s``."""
+        reasons = []
+        for problem in self.write_problems():
+            if problem.setting is not None:
+                reasons.append(f"writes refused, check {problem.setting}: {problem.error}")
+            elif now - problem.since > self.within_s:
+                reasons.append(f"writes failing for {now - problem.since:.0f} s: {problem.error}")
+        return "; ".join(reasons)
 
     def report(self) -> tuple[bool, dict[str, Any]]:
         failed = self.failures()
@@ -187,6 +210,22 @@ class WorkerCollector(Collector):
         yield CounterMetricFamily(
             "citystream_influx_write_retries", "Failed writes retried.", value=sum(s.write_retries for s in stats)
         )
+        rejected = CounterMetricFamily(
+            "citystream_influx_points_rejected",
+            "Points InfluxDB refused for good, by reason: invalid (400), retention (422), too_large (413).",
+            labels=["reason"],
+        )
+        rejected_by: Counter[str] = Counter()
+        for s in stats:
+            rejected_by.update(s.points_rejected)
+        for reason in [*REJECTED_REASONS, *sorted(set(rejected_by) - set(REJECTED_REASONS))]:
+            rejected.add_metric([reason], rejected_by.get(reason, 0))
+        yield rejected
+        yield GaugeMetricFamily(
+            "citystream_influx_write_failing",
+            "1 while a write to InfluxDB keeps failing (retried), else 0.",
+            value=1 if any(sink.problem is not None for sink in sinks) else 0,
+        )
         yield GaugeMetricFamily(
             "citystream_influx_pending_points",
             "Points buffered, not yet written.",
@@ -208,20 +247,30 @@ class WorkerCollector(Collector):
         now_ms = sources.wall_ms()
         lag = GaugeMetricFamily(
             "citystream_consumer_lag",
-            "Messages between the last one the worker processed and the partition's end.",
+            "Messages from the committed offset (what a restart would read again) to the partition's end.",
+            labels=["topic", "partition"],
+        )
+        fetch_lag = GaugeMetricFamily(
+            "citystream_fetch_lag",
+            "Messages between the last one the worker fetched and processed and the partition's end.",
             labels=["topic", "partition"],
         )
         assigned = sorted(sources.consumer.assignment()) if sources.consumer is not None else []
         for topic, partition in assigned:
             assert sources.consumer is not None
+            highwater = sources.consumer.highwater(topic, partition)
             work = works.get((topic, partition))
             processed = work.last_offset if work is not None and work.last_offset >= 0 else None
             if processed is None:
                 processed = sources.consumer.read_offset(topic, partition)
-            value = consumer_lag(sources.consumer.highwater(topic, partition), processed)
+            value = consumer_lag(highwater, processed)
+            if value is not None:
+                fetch_lag.add_metric([topic, str(partition)], value)
+            value = committed_lag(highwater, sources.consumer.committed_offset(topic, partition))
             if value is not None:
                 lag.add_metric([topic, str(partition)], value)
         yield lag
+        yield fetch_lag
         delay = GaugeMetricFamily(
             "citystream_watermark_delay_seconds",
             "Wall clock minus the partition's event-time watermark.",

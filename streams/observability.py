@@ -58,6 +58,14 @@ class FaustConsumerView:
         value = offsets.get(TP(topic, partition)) if hasattr(offsets, "get") else None
         return value if isinstance(value, int) else None
 
+    def committed_offset(self, topic: str, partition: int) -> int | None:
+        """The offset committed for the group: the next message a restart would read (Faust keeps
+        Kafka's committed offset, as read at assignment and as it commits, in ``_committed_offset``;
+        it keeps 0 as None)."""
+        offsets = getattr(self._consumer(), "_committed_offset", {})
+        value = offsets.get(TP(topic, partition)) if hasattr(offsets, "get") else None
+        return value if isinstance(value, int) else None
+
 
 class Observability:
     """Metrics, readiness and the web views of one worker (:class:`streams.worker.Runtime`)."""
@@ -76,7 +84,12 @@ class Observability:
         self._count_dropped_readings()
         self.consumer = FaustConsumerView(app)
         self._assigned_once = False
-        self.readiness = Readiness(settled=self._settled, assigned=lambda: len(list(self.consumer.assignment())))
+        sinks = (runtime.sink, runtime.alerts_sink)
+        self.readiness = Readiness(
+            settled=self._settled,
+            assigned=lambda: len(list(self.consumer.assignment())),
+            write_problems=lambda: [sink.problem for sink in sinks if sink.problem is not None],
+        )
         self.registry = worker_registry(
             MetricSources(
                 ingest=runtime.ingestor.stats,

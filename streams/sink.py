@@ -3,6 +3,18 @@
 A writer sends one batch and says whether it was stored, rejected for good, or failed in a way
 worth retrying. :class:`PointSink` buffers points by size and interval, retries with backoff, and
 runs the callbacks of a batch (offset commits) only once InfluxDB has stored it.
+
+Write answers are taken as InfluxDB means them (1.x, 2.x and 3.x):
+
+* 400 (line protocol or field type conflict), 422 (points outside the bucket's retention; older 2.x
+  answer 500 "beyond retention", 1.x a 400), and 413 for a single line are permanent for the points
+  concerned: InfluxDB keeps the other lines of the write (a partial write), sending again cannot
+  change the answer, so the points are counted as rejected by reason, logged once per write at
+  error level, and the sink goes on;
+* 401/403 (token) and 404 (database, bucket or organisation) are configuration problems: retried
+  with backoff and logged at error level, and :attr:`PointSink.problem` names the setting to fix
+  (``/readyz`` reports it); nothing after the unwritten points is acknowledged;
+* everything else (unreachable, 429, 5xx) is retried with backoff, honouring ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -13,7 +25,9 @@ import contextlib
 import gzip
 import logging
 import random
+import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,16 +57,42 @@ def display_url(url: str) -> str:
     return str(parsed.with_user(None))
 
 
+# why InfluxDB refused points for good (the label of citystream_influx_points_rejected_total)
+REJECTED_INVALID = "invalid"  # 400: a line that does not parse, or a field type conflict
+REJECTED_RETENTION = "retention"  # 422 (or 500/400 "beyond retention"): older than the bucket keeps
+REJECTED_TOO_LARGE = "too_large"  # 413 for a single line
+REJECTED_REASONS: tuple[str, ...] = (REJECTED_INVALID, REJECTED_RETENTION, REJECTED_TOO_LARGE)
+
+_DROPPED = re.compile(r"dropped=(\d+)")
+_RETENTION = re.compile(r"beyond retention|outside (?:the )?retention|retention polic", re.IGNORECASE)
+
+
 class WriteFailed(Exception):
-    """A write that did not store its points; ``retryable`` says whether sending again may help."""
+    """A write that did not store its points.
+
+    ``retryable`` says whether sending again may help; a permanent failure has a ``reason`` (one of
+    :data:`REJECTED_REASONS`) and, when InfluxDB said how many, ``dropped`` points; a configuration
+    problem names the ``setting`` to fix.
+    """
 
     def __init__(
-        self, message: str, *, status: int | None = None, retryable: bool = True, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = True,
+        retry_after_s: float | None = None,
+        reason: str | None = None,
+        dropped: int | None = None,
+        setting: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.reason = reason
+        self.dropped = dropped
+        self.setting = setting
 
 
 class InfluxUnavailable(Exception):
@@ -69,26 +109,52 @@ class InfluxWriter(Protocol):
     async def close(self) -> None: ...
 
 
-def _classify(status: int, text: str, retry_after: str | None, what: str) -> WriteFailed:
+def _classify(status: int, text: str, retry_after: str | None, what: str, *, api: str = "v1") -> WriteFailed:
+    """What an answer other than 204 means for the points of a write (see the module's docstring)."""
     detail = text.strip()[:500]
+    dropped_match = _DROPPED.search(text)
+    dropped = int(dropped_match.group(1)) if dropped_match else None
+    if status == 422 or (status in (400, 500) and _RETENTION.search(text)):
+        return WriteFailed(
+            f"{what} refused points outside the retention period ({status}): {detail}",
+            status=status,
+            retryable=False,
+            reason=REJECTED_RETENTION,
+            dropped=dropped,
+        )
     if status == 400:
         # a parse error or a field type conflict: InfluxDB kept the other lines; sending again
         # cannot change the answer
-        return WriteFailed(f"{what} rejected points (400): {detail}", status=status, retryable=False)
+        return WriteFailed(
+            f"{what} rejected points (400): {detail}",
+            status=status,
+            retryable=False,
+            reason=REJECTED_INVALID,
+            dropped=dropped,
+        )
     if status == 413:
-        return WriteFailed(f"{what}: request too large (413)", status=status, retryable=False)
+        return WriteFailed(
+            f"{what}: request too large (413)", status=status, retryable=False, reason=REJECTED_TOO_LARGE
+        )
     after = None
     if retry_after:
         try:
             after = float(retry_after)
         except ValueError:
             after = None
-    hint = ""
+    setting = None
     if status in (401, 403):
-        hint = " (check CITYSTREAM_INFLUX_TOKEN)"
+        setting = "CITYSTREAM_INFLUX_TOKEN"
     elif status == 404:
-        hint = " (check CITYSTREAM_INFLUX_DB and, for v2, CITYSTREAM_INFLUX_ORG)"
-    return WriteFailed(f"{what} answered {status}{hint}: {detail}", status=status, retryable=True, retry_after_s=after)
+        setting = "CITYSTREAM_INFLUX_DB" if api == "v1" else "CITYSTREAM_INFLUX_DB and CITYSTREAM_INFLUX_ORG"
+    hint = f" (check {setting})" if setting else ""
+    return WriteFailed(
+        f"{what} answered {status}{hint}: {detail}",
+        status=status,
+        retryable=True,
+        retry_after_s=after,
+        setting=setting,
+    )
 
 
 class V1Writer:
@@ -266,6 +332,16 @@ class Backoff:
         return max(delay, floor_s or 0.0)
 
 
+@dataclass(frozen=True)
+class WriteProblem:
+    """Why the sink cannot write now: since when (monotonic seconds), the last answer, and the
+    setting to fix when the answer says the configuration is wrong (401/403/404)."""
+
+    since: float
+    error: str
+    setting: str | None = None
+
+
 @dataclass
 class _Pending:
     lines: list[str] = field(default_factory=list)
@@ -276,7 +352,8 @@ class _Pending:
 @dataclass
 class SinkStats:
     points_written: int = 0
-    points_rejected: int = 0
+    # points InfluxDB refused for good, by reason (REJECTED_REASONS)
+    points_rejected: Counter[str] = field(default_factory=Counter)
     writes: int = 0
     write_retries: int = 0
     write_seconds: float = 0.0  # sum of the durations of the successful writes
@@ -313,6 +390,7 @@ class PointSink:
         self._room.set()
         self._flush_lock = asyncio.Lock()
         self._stopping = False
+        self.problem: WriteProblem | None = None  # set while a write keeps failing, cleared by a success
 
     @property
     def pending_points(self) -> int:
@@ -394,13 +472,37 @@ class PointSink:
                     await self._write_with_retry(lines[half:])
                     return
                 if not exc.retryable:
-                    self.stats.points_rejected += len(lines)
-                    log.error("%s; %d points in that write", exc, len(lines))
+                    self._rejected(exc, lines)
                     return
                 delay = backoff.next_delay(exc.retry_after_s)
                 self.stats.write_retries += 1
-                log.warning("write of %d points failed: %s; retrying in %.1f s", len(lines), exc, delay)
+                self._failing(exc)
+                level = logging.ERROR if exc.setting else logging.WARNING
+                log.log(level, "write of %d points failed: %s; retrying in %.1f s", len(lines), exc, delay)
                 await asyncio.sleep(delay)
                 continue
             self.stats.observe_write(len(lines), time.perf_counter() - started)
+            self.problem = None
             return
+
+    def _rejected(self, exc: WriteFailed, lines: list[str]) -> None:
+        """InfluxDB refused points for good: count them (as many as it said it dropped, else the
+        whole write), log once at error level, and go on; it kept the other lines of the write."""
+        reason = exc.reason or REJECTED_INVALID
+        count = min(exc.dropped, len(lines)) if exc.dropped is not None else len(lines)
+        self.stats.points_rejected[reason] += count
+        self.problem = None  # InfluxDB answered: it is reachable and the settings are right
+        first = lines[0][:200] if lines else ""
+        log.error(
+            "InfluxDB refused %d of %d points of a write for good (%s); the others are written and the "
+            "worker goes on. %s. First line of the write: %s",
+            count,
+            len(lines),
+            reason,
+            exc,
+            first,
+        )
+
+    def _failing(self, exc: WriteFailed) -> None:
+        since = self.problem.since if self.problem is not None else time.monotonic()
+        self.problem = WriteProblem(since, str(exc), exc.setting)

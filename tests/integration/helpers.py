@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -13,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.localstack import free_port
 from streams.workerprocess import WorkerProcess
@@ -120,3 +122,36 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, worker: W
 
 def dead_letter_reasons(records: list[Any]) -> Counter[str]:
     return Counter(orjson.loads(record.value)["reason"] for record in records)
+
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    """GET a URL: its status and body, an error status included; 0 while nothing listens."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except (urllib.error.URLError, ConnectionError) as error:
+        return 0, str(error).encode()
+
+
+def scrape(port: int) -> Series:
+    """A worker's /metrics as {(sample name, labels): value}."""
+    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200, body
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def metric(series: Series, name: str, **labels: str) -> float:
+    return series.get((name, tuple(sorted(labels.items()))), -1.0)
+
+
+def samples_of(series: Series, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {labels: value for (sample, labels), value in series.items() if sample == name}

@@ -685,7 +685,14 @@ def test_prometheus_alert_rules_name_exported_metrics() -> None:
             for job in re.findall(r'job\s*=\s*"([^"]+)"', rule["expr"]):
                 assert job in jobs, f"{where}: no scrape job {job}"
             assert rule["labels"]["severity"] in ("info", "warning", "critical"), where
-    for needed in ("citystream_ready", "citystream_consumer_lag", "citystream_influx_write_retries_total", "up"):
+    for needed in (
+        "citystream_ready",
+        "citystream_consumer_lag",
+        "citystream_fetch_lag",
+        "citystream_influx_write_failing",
+        "citystream_influx_points_rejected_total",
+        "up",
+    ):
         assert needed in used, f"no alert rule on {needed}"
 
 
@@ -971,7 +978,10 @@ SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "citystream_influx_write_seconds": ("histogram", frozenset()),
     "citystream_influx_write_retries_total": ("counter", frozenset()),
     "citystream_influx_pending_points": ("gauge", frozenset()),
+    "citystream_influx_points_rejected_total": ("counter", frozenset({"reason"})),
+    "citystream_influx_write_failing": ("gauge", frozenset()),
     "citystream_consumer_lag": ("gauge", frozenset({"topic", "partition"})),
+    "citystream_fetch_lag": ("gauge", frozenset({"topic", "partition"})),
     "citystream_watermark_delay_seconds": ("gauge", frozenset({"topic", "partition"})),
     "citystream_open_windows": ("gauge", frozenset({"topic"})),
     "citystream_alerts_total": ("counter", frozenset({"kind", "status"})),

@@ -18,6 +18,7 @@ from streams.decode import SourceMessage, TimeLimits
 from streams.metrics import (
     MetricSources,
     Readiness,
+    committed_lag,
     consumer_lag,
     exposition,
     open_windows,
@@ -25,7 +26,7 @@ from streams.metrics import (
 )
 from streams.outbox import AlertOutbox
 from streams.registry import Registry
-from streams.sink import WRITE_SECONDS_BUCKETS, PointSink, WriteFailed
+from streams.sink import WRITE_SECONDS_BUCKETS, PointSink, WriteFailed, WriteProblem
 from streams.windows import DUPLICATE, LATE, WindowPolicy
 from streams.wiring import Ingestor
 
@@ -57,8 +58,13 @@ class FlakyWriter:
 
 
 class Consumer:
-    def __init__(self, highwaters: dict[tuple[str, int], int], read: dict[tuple[str, int], int]) -> None:
-        self.highwaters, self.read = highwaters, read
+    def __init__(
+        self,
+        highwaters: dict[tuple[str, int], int],
+        read: dict[tuple[str, int], int],
+        committed: dict[tuple[str, int], int] | None = None,
+    ) -> None:
+        self.highwaters, self.read, self.committed = highwaters, read, committed or {}
 
     def assignment(self) -> Iterable[tuple[str, int]]:
         return list(self.highwaters)
@@ -68,6 +74,9 @@ class Consumer:
 
     def read_offset(self, topic: str, partition: int) -> int | None:
         return self.read.get((topic, partition))
+
+    def committed_offset(self, topic: str, partition: int) -> int | None:
+        return self.committed.get((topic, partition))
 
 
 def env_message(device: str, seq: int, ts_ms: int, pm25: float) -> bytes:
@@ -158,7 +167,7 @@ def test_exposition_after_known_work() -> None:
         dropped=dropped,
         outbox=outbox,
         works=lambda: [work],
-        consumer=Consumer({(ENV_TOPIC, 0): 10, (ENV_TOPIC, 1): 5}, {(ENV_TOPIC, 1): 4}),
+        consumer=Consumer({(ENV_TOPIC, 0): 10, (ENV_TOPIC, 1): 5}, {(ENV_TOPIC, 1): 4}, {(ENV_TOPIC, 0): 2}),
         readiness=readiness,
         wall_ms=lambda: NOW_MS,
     )
@@ -187,8 +196,11 @@ def test_exposition_after_known_work() -> None:
     assert value(series, "citystream_alerts_total", kind="air.o3_advisory", status="raised") == 1
     assert value(series, "citystream_alerts_total", kind="air.o3_advisory", status="cleared") == 1
     assert value(series, "citystream_alerts_total", kind="parking.lot_full", status="raised") == 0
-    assert value(series, "citystream_consumer_lag", topic=ENV_TOPIC, partition="0") == 3  # offsets 7, 8, 9
-    assert value(series, "citystream_consumer_lag", topic=ENV_TOPIC, partition="1") == 0
+    assert value(series, "citystream_fetch_lag", topic=ENV_TOPIC, partition="0") == 3  # offsets 7, 8, 9
+    assert value(series, "citystream_fetch_lag", topic=ENV_TOPIC, partition="1") == 0
+    # from the committed offsets: what a restart would read again (nothing committed on partition 1)
+    assert value(series, "citystream_consumer_lag", topic=ENV_TOPIC, partition="0") == 8  # offsets 2 to 9
+    assert value(series, "citystream_consumer_lag", topic=ENV_TOPIC, partition="1") == 5
     watermark = aggregate.clock.watermark_ms
     assert watermark is not None
     assert value(series, "citystream_watermark_delay_seconds", topic=ENV_TOPIC, partition="0") == pytest.approx(
@@ -235,6 +247,38 @@ def test_consumer_lag_never_negative() -> None:
     assert consumer_lag(10, None) == 10  # nothing read: all of it
     assert consumer_lag(10, 9) == 0
     assert consumer_lag(10, 12) == 0  # an end offset that undercounts (Tansu)
+
+
+def test_committed_lag_counts_from_the_next_offset_a_restart_reads() -> None:
+    assert committed_lag(None, 3) is None
+    assert committed_lag(10, None) == 10  # nothing committed (Faust keeps 0 as None): all of it
+    assert committed_lag(10, 3) == 7  # offsets 3 to 9 are read again after a restart
+    assert committed_lag(10, 10) == 0
+    assert committed_lag(10, 12) == 0  # an end offset that undercounts (Tansu)
+
+
+def test_readiness_names_the_setting_of_a_refused_write_at_once_and_other_failures_after_a_while() -> None:
+    now = [1000.0]
+    problems: list[WriteProblem] = []
+    readiness = Readiness(clock=lambda: now[0], settled=lambda: True, write_problems=lambda: problems)
+    readiness.broker_checked(True)
+    readiness.influx_checked(True)
+    assert readiness.report()[0]
+
+    problems.append(WriteProblem(since=now[0], error="InfluxDB answered 503: busy"))
+    now[0] += 10
+    assert readiness.report()[0]  # retried for 10 s: still within 15 s
+    now[0] += 6
+    readiness.broker_checked(True)
+    readiness.influx_checked(True)  # InfluxDB answers its ping, yet writes fail
+    ready, body = readiness.report()
+    assert not ready and body["failed"] == {"influxdb_writes": "writes failing for 16 s: InfluxDB answered 503: busy"}
+
+    problems[:] = [WriteProblem(since=now[0], error="InfluxDB answered 401", setting="CITYSTREAM_INFLUX_TOKEN")]
+    ready, body = readiness.report()
+    assert not ready and "check CITYSTREAM_INFLUX_TOKEN" in body["failed"]["influxdb_writes"]
+    problems.clear()
+    assert readiness.report()[0]
 
 
 def test_readiness_names_each_failed_check() -> None:

@@ -42,21 +42,49 @@ class Registry(BaseModel):
         return lot.capacity if lot is not None else None
 
 
+VARIABLE = "CITYSTREAM_REGISTRY"
+
+
 class RegistryError(Exception):
     """The registry file cannot be read or does not follow the contract's format."""
 
 
 def load_registry(path: Path | None) -> Registry:
+    """The registry at ``path`` (an empty one without a path); :class:`RegistryError` if it cannot be used.
+
+    The error's message is one line that names ``CITYSTREAM_REGISTRY``, the file and what is wrong.
+    """
     if path is None:
         return Registry()
+    where = f"{VARIABLE}: the registry {path}"
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise RegistryError(f"cannot read the registry {path}: {exc}") from None
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise RegistryError(f"{VARIABLE}: cannot read the registry {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RegistryError(f"{where} is not UTF-8 text at byte offset {exc.start}: save it as UTF-8") from None
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise RegistryError(f"{VARIABLE}: cannot read the registry {path}: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise RegistryError(
+            f"{where} is nested too deeply (a registry has three levels): check its brackets and indentation"
+        ) from None
     try:
         return Registry.model_validate(document)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
         )
-        raise RegistryError(f"the registry {path} is not valid: {problems}") from None
+        raise RegistryError(f"{where} is not valid: {problems}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line, with its place in the file (not the multi-line excerpt PyYAML prints)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = ": ".join(part for part in (exc.context, exc.problem) if part)
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())

@@ -6,8 +6,11 @@ Every setting is read from ``CITYSTREAM_<NAME>``. A bad value stops the worker w
 
 from __future__ import annotations
 
+import errno
 import re
+import socket
 import ssl
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -310,6 +313,73 @@ def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
     if protocol in ("SSL", "SASL_SSL"):
         kwargs["ssl_context"] = kafka_ssl_context(settings)
     return kwargs
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the worker's data directory if missing and check that files can be written in it.
+
+    Raise :class:`ConfigError` (one line naming ``CITYSTREAM_DATA_DIR``) if it cannot be used.
+    """
+    variable = f"{ENV_PREFIX}DATA_DIR"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # exist_ok covers directories only
+        raise ConfigError(f"{variable}: {path} is a file, not a directory") from None
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot create {path} ({exc.strerror or exc})") from None
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot write in {path} ({exc.strerror or exc})") from None
+
+
+def check_web_port(host: str, port: int) -> None:
+    """Check that the worker's web server can listen on ``host:port``, as aiohttp binds it later.
+
+    Each address of ``host`` is bound with SO_REUSEADDR (IPv6 only on IPv6 sockets), put to listen
+    and closed. Raise :class:`ConfigError` (one line naming the variables) if that fails.
+    Port 0 ("any port") is refused too: Faust's web server would stop on it with a traceback.
+    """
+    host_variable, port_variable = f"{ENV_PREFIX}WEB_HOST", f"{ENV_PREFIX}WEB_PORT"
+    if port == 0:
+        raise ConfigError(
+            f"{port_variable}: 0 (any port) is not supported by the worker's web server; "
+            "choose a free port from 1 to 65535"
+        )
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(f"{host_variable}: cannot resolve {host} ({reason})") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(addresses):
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this machine lacks: the server skips it too
+                continue
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+                sock.listen()
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigError(
+                        f"{port_variable}: port {port} on {host} ({host_variable}) is already in use "
+                        "by another process; choose a free port"
+                    ) from None
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                raise ConfigError(
+                    f"{host_variable}, {port_variable}: cannot listen on {where} ({exc.strerror or exc}); "
+                    "use an address of this machine and a free port"
+                ) from None
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def load_settings(**overrides: object) -> Settings:

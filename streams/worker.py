@@ -34,7 +34,14 @@ from streams.logs import Redactor, configure_logging, logging_config, secret_val
 from streams.observability import Observability
 from streams.outbox import AlertOutbox
 from streams.registry import RegistryError, load_registry
-from streams.settings import ConfigError, Settings, kafka_client_kwargs, load_settings
+from streams.settings import (
+    ConfigError,
+    Settings,
+    check_web_port,
+    kafka_client_kwargs,
+    load_settings,
+    prepare_data_dir,
+)
 from streams.sink import InfluxUnavailable, PointSink, make_writer, wait_until_ready
 from streams.state import KafkaStateStore
 from streams.topics import (
@@ -515,8 +522,11 @@ def worker_command() -> None:
         sys.exit(2)
     redact = Redactor(secret_values(settings))
     try:
+        # what the worker needs on this machine, checked before any connection
+        prepare_data_dir(settings.data_dir)
+        check_web_port(settings.web_host, settings.web_port)
         runtime = Runtime(settings)
-    except RegistryError as exc:
+    except (ConfigError, RegistryError) as exc:
         click.echo(f"citystream worker: {redact(str(exc))}", err=True)
         sys.exit(2)
     try:

@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
-    from streams.alerts import AlertPolicy
+    from streams.rules.alerts import AlertPolicy
 
 ENV_PREFIX = "CITYSTREAM_"
 
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     # CITYSTREAM_ALERT_THRESHOLDS='{"pm25_advisory_raise": 80, "station_offline_ms": 900000}'
     alert_thresholds: dict[str, float] = Field(
         default_factory=dict,
-        description="overrides of the alert rules' thresholds (names of streams.alerts.AlertPolicy)",
+        description="overrides of the alert rules' thresholds (names of streams.rules.alerts.AlertPolicy)",
     )
 
     # InfluxDB writes
@@ -232,7 +232,7 @@ class Settings(BaseSettings):
     @field_validator("alert_thresholds")
     @classmethod
     def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
-        from streams.alerts import AlertPolicy
+        from streams.rules.alerts import AlertPolicy
 
         known = set(AlertPolicy.__dataclass_fields__)
         unknown = sorted(set(value) - known)
@@ -245,7 +245,7 @@ class Settings(BaseSettings):
         return value
 
     def alert_policy(self) -> AlertPolicy:
-        from streams.alerts import AlertPolicy
+        from streams.rules.alerts import AlertPolicy
 
         fields = AlertPolicy.__dataclass_fields__
         return AlertPolicy(

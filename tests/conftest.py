@@ -4,7 +4,7 @@
   create them with aiokafka's admin client). Yields ``"127.0.0.1:PORT"``.
 * ``influxdb``: InfluxDB 1.6.7 (v1 API only). Yields the :class:`ManagedService` handle
   (``.url``, ``.stop()``, ``.start()``, ``.kill()``) for outage tests; the data survives a restart.
-  No database is created: call ``streams.localstack.create_database(url, name)``.
+  No database is created: call ``streams.tools.localstack.create_database(url, name)``.
 * ``influx_url``: the InfluxDB base URL, ``"http://127.0.0.1:PORT"``.
 * ``victoria_metrics``: VictoriaMetrics (accepts ``/api/v2/write``). Yields its base URL.
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from streams import localstack
-from streams.localstack import ManagedService, MissingBinaryError, free_port
+from streams.tools import localstack
+from streams.tools.localstack import ManagedService, MissingBinaryError, free_port
 
 INSTALL_HINT = "run `citystream local install --victoria-metrics`"
 

@@ -16,8 +16,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.localstack import free_port
-from streams.workerprocess import WorkerProcess
+from streams.tools.localstack import free_port
+from streams.tools.workerprocess import WorkerProcess
 
 
 def now_ms() -> int:

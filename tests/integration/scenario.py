@@ -15,7 +15,7 @@ from typing import Any
 import h3
 import orjson
 
-from streams.cai import comprehensive_index, pm_24h_mean
+from streams.core.cai import comprehensive_index, pm_24h_mean
 
 MINUTE = 60_000
 HOUR = 3_600_000

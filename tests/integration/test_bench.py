@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.workerprocess import WorkerProcess
+from streams.tools.workerprocess import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.localstack import free_port
-from streams.workerprocess import WorkerProcess
+from streams.tools.localstack import free_port
+from streams.tools.workerprocess import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

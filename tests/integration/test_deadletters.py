@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from click.testing import CliRunner, Result
 
 from schemas.readings import EnvReading
-from streams.deadletters import REPLAY_HEADER, deadletters_command
-from streams.decode import MAX_MESSAGE_BYTES, SourceMessage, dead_letter, decode_message, encode_dead_letter
-from streams.topics import DEADLETTER_TOPIC, contract_topics, ensure_topics, partition_counts, records_since
+from streams.clients.kafka import DEADLETTER_TOPIC, contract_topics, ensure_topics, partition_counts, records_since
+from streams.core.decode import MAX_MESSAGE_BYTES, SourceMessage, dead_letter, decode_message, encode_dead_letter
+from streams.tools.deadletters import REPLAY_HEADER, deadletters_command
 from tests.integration.helpers import (
     WorkerProcess,
     count_points,
@@ -241,7 +241,7 @@ def test_a_real_worker_s_dead_letters_listed_summarised_and_replayed_to_a_fixed_
 
 def test_replay_refuses_what_it_cannot_send_and_sends_big_binary_payloads_exactly(own_kafka: str) -> None:
     kafka_bootstrap = own_kafka  # a broker of its own: it writes to the source topics
-    """Dead letters made by streams.decode and published directly (no worker): the unusual cases."""
+    """Dead letters made by streams.core.decode and published directly (no worker): the unusual cases."""
     tag = f"dlr{uuid.uuid4().hex[:6]}"
     asyncio.run(ensure_topics(kafka_bootstrap, contract_topics(4)))
     now = now_ms()

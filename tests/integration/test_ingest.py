@@ -17,7 +17,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.localstack import free_port
+from streams.tools.localstack import free_port
 from tests.integration.helpers import (
     WorkerProcess,
     count_points,

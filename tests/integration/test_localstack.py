@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 
-from streams.localstack import (
+from streams.tools.localstack import (
     InstallError,
     ManagedService,
     MissingBinaryError,
@@ -38,7 +38,7 @@ from streams.localstack import (
     local_down,
     tansu,
 )
-from streams.localstack import influxdb as influxdb_service
+from streams.tools.localstack import influxdb as influxdb_service
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +93,7 @@ async def test_kafka_fixture_round_trips_a_message(kafka_bootstrap: str) -> None
         await producer.stop()
     assert sent.topic == topic and sent.offset == 0
 
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=None
-    )
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     try:
         message = await asyncio.wait_for(consumer.getone(), timeout=20)
@@ -204,9 +202,7 @@ def test_a_missing_binary_names_the_package_and_the_install_command(
         influxdb_service(free_port(), tmp_path / "influxdb").start()
 
 
-def test_install_without_root_prints_the_sudo_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_install_without_root_prints_the_sudo_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_apt = tmp_path / "apt-get"
     fake_apt.write_text("#!/bin/sh\nexit 99\n")
     fake_apt.chmod(0o755)
@@ -227,7 +223,7 @@ def test_install_does_nothing_when_the_packages_are_there() -> None:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     """``citystream local ARGS`` in a child process, as a user would run it."""
     return subprocess.run(
-        [sys.executable, "-m", "streams.localstack", *args],
+        [sys.executable, "-m", "streams.tools.localstack", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -269,9 +265,7 @@ def test_local_up_status_down_end_to_end(tmp_path: Path) -> None:
 
         again = _cli("up", "--dir", str(folder), *ports)
         assert again.returncode == 0, again.stdout + again.stderr
-        assert f"kafka: already running on 127.0.0.1:{kafka_port} (pid {pids['kafka']})" in (
-            again.stdout
-        )
+        assert f"kafka: already running on 127.0.0.1:{kafka_port} (pid {pids['kafka']})" in (again.stdout)
         assert "influxdb: already running" in again.stdout
         assert {name: int(row[1]) for name, row in _status_rows(folder).items()} == pids
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from streams.localstack import ManagedService, free_port
-from streams.topics import contract_topics, ensure_topics
+from streams.clients.kafka import contract_topics, ensure_topics
+from streams.tools.localstack import ManagedService, free_port
 from tests.integration.helpers import (
     WorkerProcess,
     count_points,

@@ -28,8 +28,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.localstack import free_port
-from streams.sink import PointSink, V1Writer, WriteFailed
+from streams.clients.influx import PointSink, V1Writer, WriteFailed
+from streams.tools.localstack import free_port
 from tests.integration.helpers import (
     WorkerProcess,
     count_points,

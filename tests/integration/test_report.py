@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaProducer
 from click.testing import CliRunner
 from PIL import Image
 
-from streams.localstack import create_database
-from streams.report import report_command
-from streams.topics import DEADLETTER_TOPIC, TopicSpec, ensure_topics
+from streams.clients.kafka import DEADLETTER_TOPIC, TopicSpec, ensure_topics
+from streams.tools.localstack import create_database
+from streams.tools.report import report_command
 from tests.integration.helpers import now_ms
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.codec import loads
 from schemas.readings import SOURCE_TOPICS
 from streams.settings import load_settings
-from streams.simulate import (
+from streams.tools.simulate import (
     MAX_MESSAGE_BYTES,
     SimulationOptions,
     SimulationReport,
@@ -33,27 +33,31 @@ async def end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
     await consumer.start()
     try:
         await consumer.topics()  # loads the metadata of every topic
-        partitions = [TopicPartition(topic, p) for topic in TOPICS
-                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [
+            TopicPartition(topic, p) for topic in TOPICS for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
         return await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
 
 
-async def records_since(bootstrap: str, start: dict[TopicPartition, int],
-                        since_ms: int) -> list[Any]:
+async def records_since(bootstrap: str, start: dict[TopicPartition, int], since_ms: int) -> list[Any]:
     """Every record from ``start`` on whose timestamp is ``since_ms`` or later, read until the
     topics stay quiet for 2 s. (Tansu reports a partition's end offset short by the rest of a
     multi-record batch, so end offsets cannot tell when everything has been read.)"""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * MAX_MESSAGE_BYTES,
-                                fetch_max_bytes=16 * MAX_MESSAGE_BYTES)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * MAX_MESSAGE_BYTES,
+        fetch_max_bytes=16 * MAX_MESSAGE_BYTES,
+    )
     await consumer.start()
     records: list[Any] = []
     try:
         await consumer.topics()
-        partitions = [TopicPartition(topic, p) for topic in TOPICS
-                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [
+            TopicPartition(topic, p) for topic in TOPICS for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, start.get(tp, 0))
@@ -70,22 +74,33 @@ async def records_since(bootstrap: str, start: dict[TopicPartition, int],
     return records
 
 
-async def test_run_simulation_produces_what_it_reports(kafka_bootstrap: str,
-                                                       tmp_path: Path) -> None:
+async def test_run_simulation_produces_what_it_reports(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = load_settings(kafka_bootstrap=kafka_bootstrap)
     registry = tmp_path / "registry.yaml"
     registry_seen: list[bool] = []
     progress: list[int] = []
-    options = SimulationOptions(duration_s=3.0, rate=2000, lots=4, spots_per_lot=30, stations=8,
-                                seed=21, invalid_share=0.05, duplicate_share=0.01,
-                                bootstrap=kafka_bootstrap, registry_out=registry)
+    options = SimulationOptions(
+        duration_s=3.0,
+        rate=2000,
+        lots=4,
+        spots_per_lot=30,
+        stations=8,
+        seed=21,
+        invalid_share=0.05,
+        duplicate_share=0.01,
+        bootstrap=kafka_bootstrap,
+        registry_out=registry,
+    )
     # the topics exist before the run only if another test made them: count from where they end
     before = await end_offsets(kafka_bootstrap) if await _topics_exist(kafka_bootstrap) else {}
     started_ms = time.time_ns() // 1_000_000
 
     report: SimulationReport = await run_simulation(
-        options, settings=settings, registry_ready=lambda: registry_seen.append(registry.exists()),
-        on_progress=lambda r: progress.append(r.valid_readings))
+        options,
+        settings=settings,
+        registry_ready=lambda: registry_seen.append(registry.exists()),
+        on_progress=lambda r: progress.append(r.valid_readings),
+    )
 
     assert registry_seen == [True]
     document = yaml.safe_load(registry.read_text(encoding="utf-8"))
@@ -93,8 +108,15 @@ async def test_run_simulation_produces_what_it_reports(kafka_bootstrap: str,
     assert 0.8 * 2000 * 3 <= report.valid_readings <= 1.1 * 2000 * 3
     assert not report.failed
     assert set(report.invalid_by_reason) == {
-        "not_utf8", "malformed_json", "not_an_object", "too_large", "bad_batch", "schema",
-        "future_timestamp", "stale_timestamp"}
+        "not_utf8",
+        "malformed_json",
+        "not_an_object",
+        "too_large",
+        "bad_batch",
+        "schema",
+        "future_timestamp",
+        "stale_timestamp",
+    }
     assert progress and progress[-1] == report.valid_readings
 
     records = await records_since(kafka_bootstrap, before, started_ms)
@@ -120,12 +142,12 @@ async def test_run_simulation_produces_what_it_reports(kafka_bootstrap: str,
 
 async def test_a_stopped_run_still_sends_what_it_generated(kafka_bootstrap: str) -> None:
     stop = asyncio.Event()
-    options = SimulationOptions(duration_s=30.0, rate=1000, seed=3, bootstrap=kafka_bootstrap,
-                                invalid_share=0, duplicate_share=0)
+    options = SimulationOptions(
+        duration_s=30.0, rate=1000, seed=3, bootstrap=kafka_bootstrap, invalid_share=0, duplicate_share=0
+    )
     asyncio.get_running_loop().call_later(1.5, stop.set)
     started = asyncio.get_running_loop().time()
-    report = await run_simulation(options, settings=load_settings(kafka_bootstrap=kafka_bootstrap),
-                                  stop=stop)
+    report = await run_simulation(options, settings=load_settings(kafka_bootstrap=kafka_bootstrap), stop=stop)
     assert asyncio.get_running_loop().time() - started < 10
     assert 500 <= report.valid_readings <= 2500
     assert report.messages > 0 and not report.failed

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from schemas.readings import EnvReading
-from streams.environment import UNKNOWN_DISTRICT, raw_point
-from streams.lineprotocol import normalize_tag
-from streams.localstack import create_database
-from streams.registry import Registry, StationInfo
-from streams.topics import contract_topics, ensure_topics
+from streams.clients.kafka import contract_topics, ensure_topics
+from streams.core.lineprotocol import normalize_tag
+from streams.core.registry import Registry, StationInfo
+from streams.kinds.environment import UNKNOWN_DISTRICT, raw_point
+from streams.tools.localstack import create_database
 from tests.integration.helpers import (
     WorkerProcess,
     encode,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from streams.localstack import free_port
+from streams.tools.localstack import free_port
 from tests.integration import scenario as sc
 from tests.integration.helpers import (
     WorkerProcess,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.localstack import free_port
-from streams.registry import RegistryError, load_registry
+from streams.core.registry import RegistryError, load_registry
 from streams.settings import ConfigError, check_web_port, prepare_data_dir
+from streams.tools.localstack import free_port
 
 DEEP = 5_000
 

@@ -3,7 +3,7 @@
 Nothing here needs Docker, a cluster or a network: the files are parsed with PyYAML and json and compared
 with what the worker really has: its settings (streams.settings.Settings), the measurements, tags and fields
 it writes (constants of streams/ and schemas/, contract section 5) and the Prometheus metrics it exports
-(streams.metrics when it is there, else the operations spec's list below). `kubectl kustomize` and
+(streams.runtime.metrics when it is there, else the operations spec's list below). `kubectl kustomize` and
 `docker compose config` (or Debian's `docker-compose`) run when those tools are installed.
 """
 
@@ -25,11 +25,11 @@ import yaml
 from pydantic import SecretStr
 
 from schemas.readings import ENV_MEASUREMENTS
-from streams.alerts import ALERTS_MEASUREMENT
-from streams.alerts import KINDS as ALERT_KINDS
-from streams.cai import GRADES, INDEX_BANDS
+from streams.core.cai import GRADES, INDEX_BANDS
+from streams.kinds.taxi import COUNTERS as TAXI_COUNTERS
+from streams.rules.alerts import ALERTS_MEASUREMENT
+from streams.rules.alerts import KINDS as ALERT_KINDS
 from streams.settings import ENV_PREFIX, Settings
-from streams.taxi import COUNTERS as TAXI_COUNTERS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -88,8 +88,10 @@ def project_version() -> str:
 
 
 def project_packages() -> list[str]:
+    """The top-level packages of the wheel (``packages.find`` includes their subpackages)."""
     with (ROOT / "pyproject.toml").open("rb") as f:
-        return tomllib.load(f)["tool"]["setuptools"]["packages"]
+        include = tomllib.load(f)["tool"]["setuptools"]["packages"]["find"]["include"]
+    return [pattern.removesuffix("*") for pattern in include]
 
 
 def compose() -> dict[str, Any]:
@@ -831,7 +833,7 @@ FLUX_COLUMNS = frozenset({"_time", "_value", "_field", "_measurement", "_start",
 def test_layout_matches_the_points_the_worker_writes() -> None:
     """The layout above against real line protocol of the worker's own code."""
     from schemas.alert import Alert
-    from streams.alerts import alert_line
+    from streams.rules.alerts import alert_line
 
     alert = Alert.model_validate(
         {
@@ -993,11 +995,11 @@ TARGET_LABELS = frozenset({"instance", "job"})
 
 
 def exported_metrics() -> dict[str, tuple[str, frozenset[str]]]:
-    """The series names the worker exports, with their labels: from streams.metrics when it is there (a
+    """The series names the worker exports, with their labels: from streams.runtime.metrics when it is there (a
     collector over empty sources, as at a worker's start), else the spec's list."""
     try:
-        from streams import metrics
-        from streams.wiring import IngestStats
+        from streams.core.ingest import IngestStats
+        from streams.runtime import metrics
     except ImportError:
         return SPEC_METRICS
     registry = metrics.worker_registry(metrics.MetricSources(ingest=IngestStats(), sinks=[], dropped={}))
@@ -1151,7 +1153,7 @@ def test_air_quality_dashboard_shows_pm_and_cai_with_its_bands() -> None:
     ):
         assert any(f'"{measurement}"' in q and f'"{field_name}"' in q for _, q in found), (measurement, field_name)
     assert "device_id" in text, "per station"
-    # every panel that draws the CAI colours it by the CAI bands (streams.cai.INDEX_BANDS)
+    # every panel that draws the CAI colours it by the CAI bands (streams.core.cai.INDEX_BANDS)
     bands = [None, *(low for low, _ in INDEX_BANDS[1:])]
     cai_panels = 0
     for panel in panels(dashboards()["air-quality.json"]):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.registry import RegistryError, load_registry
+from streams.core.registry import RegistryError, load_registry
 from streams.settings import ConfigError, load_settings
 
 

@@ -1,0 +1,1 @@
+"""The edge: Kafka (topics, state topics) and InfluxDB (writers) clients."""

@@ -1,0 +1,149 @@
+"""Publishing alerts exactly once, across restarts and moves of the partitions that raise them.
+
+An alert is published on ``city.alerts.v1`` and written to the ``alerts`` measurement as soon as a
+rule produces it. A checkpoint waits for its delivery before it saves the snapshot of the
+partition that produced it, so an alert raised before a snapshot is never lost. After a crash the
+next owner replays the messages after the snapshot and the rules produce the same alerts again:
+to not publish those twice, every snapshot records how far the alerts topic's partitions had got
+(``positions``), and a restored partition first reads the alerts published since then; the
+(alert_id, status) pairs found there are not published again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas import codec
+from schemas.alert import Alert
+from streams.clients.influx import PointSink
+from streams.clients.kafka import records_since
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[str, bytes | None, bytes, int], Awaitable[Awaitable[object]]]
+LineOf = Callable[[Alert], str]
+
+
+def alerts_partition(subject_id: str, partitions: int) -> int:
+    return zlib.crc32(subject_id.encode()) % partitions
+
+
+class AlertOutbox:
+    def __init__(
+        self,
+        topic: str,
+        partitions: int,
+        send: Send,
+        sink: PointSink,
+        line_of: LineOf,
+        bootstrap_servers: list[str],
+        *,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        self._send = send
+        self._sink = sink
+        self._line_of = line_of
+        self._bootstrap_servers = bootstrap_servers
+        # more aiokafka arguments: the security ones of streams.settings.kafka_client_kwargs
+        self.client_options: dict[str, Any] = dict(client_options or {})
+        # where this worker's next alert on each partition of the topic will land, at the latest
+        self.positions: dict[int, int] = {}
+        self.already_published: set[tuple[str, str]] = set()
+        self.published = 0
+        self.suppressed = 0
+        self.published_by: Counter[tuple[str, str]] = Counter()  # (kind, status) -> alerts published
+        # seconds from a window becoming final (at the latest) to its alert being on the topic
+        self.latencies: deque[float] = deque(maxlen=10_000)
+        self._final_since: dict[tuple[str, str], int] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Learn the alerts topic's current end offsets: the positions before any alert of ours."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap_servers, group_id=None, **self.client_options)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+            ends = await consumer.end_offsets(tps)
+            self.positions = {tp.partition: max(0, end - 1) for tp, end in ends.items()}
+        finally:
+            await consumer.stop()
+
+    async def publish(self, alerts: Iterable[Alert]) -> None:
+        for alert in alerts:
+            key = (alert.alert_id, alert.status)
+            if key in self.already_published:
+                # on the topic already (published before a crash), perhaps not yet in InfluxDB:
+                # writing its point again is idempotent
+                self._sink.add([self._line_of(alert)])
+                self.suppressed += 1
+                continue
+            value = codec.dumps(alert.model_dump(mode="json"))
+            subject = alert.subject.id
+            partition = alerts_partition(subject, self.partitions)
+            delivery = await self._send(self.topic, subject.encode(), value, partition)
+            self._sink.add([self._line_of(alert)], waits=[delivery])
+            if isinstance(delivery, asyncio.Future):
+                delivery.add_done_callback(self._delivered)
+                since = self._final_since.pop(key, None)
+                if since is not None:
+                    delivery.add_done_callback(self._latency_recorder(since))
+            self.published += 1
+            self.published_by[(alert.kind, alert.status)] += 1
+            log.info("alert %s %s (%s)", alert.status, alert.alert_id, alert.message)
+
+    def track_latency(self, alerts: Iterable[Alert], final_since_ms: int | None) -> None:
+        """Measure these alerts' latency from ``final_since_ms`` to their delivery on the topic."""
+        if final_since_ms is None:
+            return
+        for alert in alerts:
+            self._final_since[(alert.alert_id, alert.status)] = final_since_ms
+
+    def _latency_recorder(self, since_ms: int) -> Callable[[asyncio.Future[object]], None]:
+        def record(delivery: asyncio.Future[object]) -> None:
+            if not delivery.cancelled() and delivery.exception() is None:
+                self.latencies.append(time.time() - since_ms / 1000)
+
+        return record
+
+    def latency_summary(self) -> dict[str, float]:
+        values = sorted(self.latencies)
+        if not values:
+            return {}
+        return {
+            "alerts": len(values),
+            "p50_s": values[len(values) // 2],
+            "p99_s": values[min(len(values) - 1, int(len(values) * 0.99))],
+            "max_s": values[-1],
+        }
+
+    def _delivered(self, delivery: asyncio.Future[object]) -> None:
+        if delivery.cancelled() or delivery.exception() is not None:
+            return
+        metadata = delivery.result()
+        partition, offset = getattr(metadata, "partition", None), getattr(metadata, "offset", None)
+        if isinstance(partition, int) and isinstance(offset, int):
+            self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
+
+    async def flush(self) -> None:
+        """Wait until every alert published so far is on the topic and in InfluxDB."""
+        await self._sink.flush()
+
+    async def recover(self, positions: Mapping[str, int], quiet_s: float = 1.0) -> None:
+        """Read the alerts published since ``positions`` (from a snapshot) and remember them."""
+        if not positions:
+            return
+        async with self._lock:
+            start = {TopicPartition(self.topic, int(p)): offset for p, offset in positions.items()}
+            for record in await records_since(self._bootstrap_servers, start, quiet_s, **self.client_options):
+                document = codec.loads(record.value)
+                self.already_published.add((document["alert_id"], document["status"]))

@@ -1,0 +1,493 @@
+"""``citystream worker``: the Faust worker that ingests the source topics and keeps the windows."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import faust
+import mode
+from faust.types import TP, Message
+
+from schemas.alert import Alert
+from schemas.readings import SOURCE_TOPICS, SourceKind
+from streams.clients.influx import PointSink, make_writer, wait_until_ready
+from streams.clients.kafka import (
+    ALERTS_TOPIC,
+    DEADLETTER_TOPIC,
+    contract_topics,
+    ensure_topics,
+    internal_topics,
+    parking_by_lot_topic,
+    partition_counts,
+    state_topic,
+    taxi_by_cell_topic,
+)
+from streams.clients.state import KafkaStateStore
+from streams.core.decode import SourceMessage, TimeLimits
+from streams.core.forward import HEARTBEAT, Forwarder, decode_records
+from streams.core.ingest import Ingestor, SourceStream
+from streams.core.registry import load_registry
+from streams.core.windows import FOLDED, MergeProgress, SourceGate, WindowedAggregate, WindowPolicy
+from streams.kinds import environment, parking, taxi
+from streams.rules.alerts import alert_line_ns
+from streams.rules.partition import (
+    CellPartitionRules,
+    LotPartitionRules,
+    PartitionRules,
+    SpotPartitionRules,
+    StationPartitionRules,
+)
+from streams.runtime.app import build_app
+from streams.runtime.checkpoint import Checkpointer, PartitionWork
+from streams.runtime.logs import configure_logging, logging_config
+from streams.runtime.observability import Observability
+from streams.runtime.outbox import AlertOutbox
+from streams.settings import (
+    Settings,
+    kafka_client_kwargs,
+)
+
+log = logging.getLogger("citystream.worker")
+
+FORWARD_INTERVAL_S = 0.2
+ALERT_RULES_INTERVAL_S = 0.2
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class WorkerService(mode.Service):
+    """Runs the sink, the forwarders and the checkpoints with the app; on shutdown, a last checkpoint."""
+
+    def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
+        self.runtime = runtime
+        super().__init__(**kwargs)
+
+    @mode.Service.task
+    async def _write_batches(self) -> None:
+        await self.runtime.sink.run()
+
+    @mode.Service.task
+    async def _write_alerts(self) -> None:
+        await self.runtime.alerts_sink.run()
+
+    @mode.Service.task
+    async def _checkpoints(self) -> None:
+        await self.runtime.checkpointer.run()
+
+    @mode.Service.task
+    async def _alert_rules(self) -> None:
+        await self.runtime.checkpointer.run_alert_rules(ALERT_RULES_INTERVAL_S)
+
+    @mode.Service.timer(60.0)
+    async def _report_alert_latency(self) -> None:
+        summary = self.runtime.outbox.latency_summary()
+        if summary:
+            log.info("alert latency from final window to topic: %s", summary)
+
+    @mode.Service.task
+    async def _readiness_checks(self) -> None:
+        await self.runtime.observability.run_checks(lambda: self.should_stop)
+
+    @mode.Service.task
+    async def _forward(self) -> None:
+        while not self.should_stop:
+            await asyncio.sleep(FORWARD_INTERVAL_S)
+            await self.runtime.flush_forwarders()
+
+    async def on_stop(self) -> None:
+        summary = self.runtime.outbox.latency_summary()
+        if summary:
+            log.warning("alert latency from final window to topic: %s", summary)
+        await self.runtime.sink.stop()
+        await self.runtime.alerts_sink.stop()
+        await self.runtime.state_store.close()
+
+
+class Runtime:
+    """One worker: the Faust app, its agents, the sink, the forwarders and the checkpointer."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = load_registry(settings.registry)
+        self.limits = TimeLimits(
+            max_future_ms=int(settings.max_future_s * 1000), max_age_ms=int(settings.max_age_s * 1000)
+        )
+        self.policy = WindowPolicy(
+            short_ms=settings.window_short_s * 1000,
+            long_ms=settings.window_long_s * 1000,
+            grace_ms=int(settings.window_grace_s * 1000),
+            max_lateness_ms=int(settings.max_lateness_s * 1000),
+        )
+        self.app = build_app(settings)
+        self.writer = make_writer(settings)
+        self.sink = PointSink(
+            self.writer,
+            batch_size=settings.write_batch_size,
+            interval_s=settings.write_interval_s,
+            max_pending=settings.max_pending_points,
+        )
+        self.ingestor = Ingestor(self.registry, self.limits)
+        self.alert_policy = settings.alert_policy()
+        # alerts are written with nanosecond times: see streams.rules.alerts (two subjects, one window end)
+        self.alerts_sink = PointSink(
+            make_writer(settings, precision="ns"),
+            batch_size=settings.write_batch_size,
+            interval_s=settings.write_interval_s,
+            max_pending=settings.max_pending_points,
+        )
+        self.outbox = AlertOutbox(
+            ALERTS_TOPIC,
+            settings.source_partitions,
+            self._send,
+            self.alerts_sink,
+            alert_line_ns,
+            settings.bootstrap_servers,
+        )
+        app_id = settings.app_id
+        self.env_topic = SOURCE_TOPICS[SourceKind.ENVIRONMENT]
+        self.taxi_cells_topic = taxi_by_cell_topic(app_id)
+        self.parking_lots_topic = parking_by_lot_topic(app_id)
+        self.taxi_forwarder = Forwarder(self.taxi_cells_topic, settings.source_partitions, self._send)
+        self.parking_forwarder = Forwarder(self.parking_lots_topic, settings.source_partitions, self._send)
+        self.forwarders = {taxi.STREAM.topic: self.taxi_forwarder, parking.STREAM.topic: self.parking_forwarder}
+        # partitions of each source topic, as found at start (preflight)
+        self.source_partitions = dict.fromkeys(SOURCE_TOPICS.values(), settings.source_partitions)
+        self.state_store = KafkaStateStore(
+            settings.bootstrap_servers,
+            {
+                name: state_topic(app_id, name)
+                for name in (*SOURCE_TOPICS.values(), self.taxi_cells_topic, self.parking_lots_topic)
+            },
+            self._send_state,
+        )
+        self.checkpointer = Checkpointer(
+            self.sink,
+            self.state_store,
+            self._aggregate_for,
+            interval_s=settings.checkpoint_interval_s,
+            before_flush=self.checkpoint_forwarders,
+            is_assigned=self._is_assigned,
+            outbox=self.outbox,
+        )
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_before_shutdown.connect(self._last_checkpoint)  # type: ignore[arg-type]
+        self._attach_source(taxi.STREAM, self._forward_taxi)
+        self._attach_source(parking.STREAM, self._forward_parking)
+        self._attach_source(environment.STREAM, self._fold_environment)
+        self._attach_internal(self.taxi_cells_topic, taxi.TaxiFix)
+        self._attach_internal(self.parking_lots_topic, parking.SpotReport)
+        # Kafka security for the clients made outside Faust (Faust's: streams.runtime.app.broker_credentials)
+        self.kafka_options = kafka_client_kwargs(settings)
+        self.state_store.client_options = self.kafka_options
+        self.outbox.client_options = self.kafka_options
+        # /metrics, /healthz, /readyz; counters read at scrape time, nothing added per message
+        self.observability = Observability(self)
+
+    # Kafka output, through Faust's producer
+    async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[object]:
+        return await self.app.producer.send(topic, key, value, partition, None, None)
+
+    async def _send_state(self, topic: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[object]:
+        return await self.app.producer.send(topic, str(partition).encode(), value, partition, None, None)
+
+    def _heartbeats(self) -> None:
+        """Every source partition this worker holds tells the windows downstream how far it has got;
+        one that has had no message yet says so, so that it holds nothing back."""
+        for tp in self.app.consumer.assignment():
+            forwarder = self.forwarders.get(tp.topic)
+            if forwarder is None:
+                continue
+            work = self.checkpointer.works.get((tp.topic, tp.partition))
+            if work is not None and work.aggregate is not None:
+                clock = work.aggregate.clock
+                forwarder.heartbeat(work.partition, work.last_offset, clock.watermark_ms, clock.last_input_wall_ms)
+            elif self._is_empty(tp):
+                forwarder.heartbeat(tp.partition, -1, None, None)
+            # else: messages not processed yet; staying silent keeps the windows downstream open
+
+    def _is_empty(self, tp: TP) -> bool:
+        """Whether a partition is known to hold no message at all."""
+        try:
+            return self.app.consumer.highwater(tp) == 0
+        except Exception:  # not fetched yet
+            return False
+
+    async def checkpoint_forwarders(self) -> list[Awaitable[object]]:
+        """At a checkpoint: heartbeats of the source partitions, then everything buffered."""
+        self._heartbeats()
+        return await self.flush_forwarders()
+
+    async def flush_forwarders(self) -> list[Awaitable[object]]:
+        deliveries = await self.taxi_forwarder.flush()
+        deliveries += await self.parking_forwarder.flush()
+        if deliveries:
+            self.sink.add([], waits=deliveries)
+        return deliveries
+
+    def _aggregate_for(
+        self, topic: str
+    ) -> tuple[WindowedAggregate, MergeProgress | None, PartitionRules | None] | None:
+        policy, registry, alerts = self.policy, self.registry, self.alert_policy
+        lateness = policy.max_lateness_ms
+        if topic == self.env_topic:
+            return environment.StationAggregate(policy, registry), None, StationPartitionRules(alerts)
+        if topic == taxi.STREAM.topic:
+            return SourceGate(policy), None, None
+        if topic == parking.STREAM.topic:
+            return SourceGate(policy), None, SpotPartitionRules(alerts)
+        if topic == self.taxi_cells_topic:
+            progress = MergeProgress(lateness, self.source_partitions[taxi.STREAM.topic])
+            return taxi.TaxiCellAggregate(policy, registry), progress, CellPartitionRules(alerts)
+        if topic == self.parking_lots_topic:
+            progress = MergeProgress(lateness, self.source_partitions[parking.STREAM.topic])
+            return parking.ParkingLotAggregate(policy, registry), progress, LotPartitionRules(alerts)
+        return None
+
+    def _is_assigned(self, topic: str, partition: int) -> bool:
+        return TP(topic, partition) in self.app.consumer.assignment()
+
+    async def _last_checkpoint(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        """On shutdown, while the producer still runs: write and save what was processed."""
+        try:
+            await asyncio.wait_for(self.checkpointer.stop(), timeout=30)
+        except Exception as exc:  # the next owner re-reads from the previous checkpoint
+            log.warning("the last checkpoint did not complete (%r); the next worker re-reads from the one before", exc)
+
+    async def _on_revoked(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
+        self.checkpointer.revoke({(tp.topic, tp.partition) for tp in revoked})
+
+    # what a source agent does with the valid readings of a message: readings that are new and on
+    # time in their source partition are aggregated here (stations) or forwarded (cells, lots)
+    def _forward_taxi(self, readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
+        return self._forward(readings, work, offset, sent_ms, taxi.TaxiFix.of, taxi.partition_key, self.taxi_forwarder)
+
+    def _forward_parking(self, readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
+        return self._forward(
+            readings, work, offset, sent_ms, parking.SpotReport.of, parking.partition_key, self.parking_forwarder
+        )
+
+    @staticmethod
+    def _forward(
+        readings: list[Any],
+        work: PartitionWork,
+        offset: int,
+        sent_ms: int,
+        reduce: Callable[[Any], Any],
+        key: Callable[[Any], str],
+        forwarder: Forwarder,
+    ) -> list[Alert]:
+        gate = work.aggregate
+        assert gate is not None
+        now = wall_ms()
+        alerts: list[Alert] = []
+        for index, reading in enumerate(readings):
+            if gate.judge(reading, now) == FOLDED:
+                record = reduce(reading)
+                forwarder.add(key(record), (work.partition, offset, index, gate.clock.watermark_ms, *record))
+                if work.rules is not None:
+                    alerts += work.rules.on_reading(reading, sent_ms, now)
+        return alerts
+
+    def _fold_environment(self, readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
+        aggregate, rules = work.aggregate, work.rules
+        assert aggregate is not None and rules is not None
+        now = wall_ms()
+        alerts: list[Alert] = []
+        for reading in readings:
+            if aggregate.fold(environment.StationSample.of(reading, self.registry), now) == FOLDED:
+                alerts += rules.on_reading(reading, sent_ms, now)
+        return alerts
+
+    def _topic(self, name: str, **options: Any) -> faust.TopicT:
+        return self.app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.settings.source_partitions,
+            **options,
+        )
+
+    def _restorer(self) -> Callable[[list[Message]], Awaitable[None]]:
+        works, checkpointer = self.checkpointer.works, self.checkpointer
+
+        async def restore_first(messages: list[Message]) -> None:
+            """The partitions of a fetch seen for the first time: their snapshots read together."""
+            new = {(m.topic, m.partition) for m in messages if (m.topic, m.partition) not in works}
+            if new:
+                await checkpointer.prepare(new)
+
+        return restore_first
+
+    def _attach_source(
+        self, stream: SourceStream[Any], then: Callable[[list[Any], PartitionWork, int, int], list[Alert]]
+    ) -> None:
+        app, ingestor, sink, checkpointer, outbox = self.app, self.ingestor, self.sink, self.checkpointer, self.outbox
+        works, ingest, restore_first = checkpointer.works, ingestor.ingest, self._restorer()
+
+        async def process(source: SourceMessage, value: bytes | None, work: PartitionWork, generation: int) -> bool:
+            """Points, dead letters, forwarded readings and alerts of one message; False if a
+            rebalance came meanwhile."""
+            outcome = ingest(stream, source, value)
+            waits = [
+                await app.producer.send(DEADLETTER_TOPIC, key, letter, None, None, None)
+                for key, letter in outcome.dead_letters
+            ]
+            sink.add(outcome.lines, waits=waits)
+            if outcome.readings:
+                alerts = then(outcome.readings, work, source.offset, source.timestamp_ms or wall_ms())
+                if alerts:
+                    await outbox.publish(alerts)
+                    return generation == checkpointer.generation
+            return True
+
+        async def ingest_batch(messages: list[Message]) -> None:
+            # acks are manual: a message is acknowledged (and its offset committed) by the checkpoint
+            # that made its points, dead letters, forwarded readings and state durable. Between two
+            # awaits nothing else runs: a checkpoint sees a message either not processed or processed
+            # with its points in the sink.
+            ack = app.consumer.ack
+            generation = checkpointer.generation
+            await restore_first(messages)
+            for message in messages:
+                topic, partition, offset = message.topic, message.partition, message.offset
+                work = works.get((topic, partition))
+                if work is None:
+                    work = await checkpointer.work(topic, partition)
+                if generation != checkpointer.generation:
+                    return  # a rebalance came meanwhile: Faust delivers these again from the committed offset
+                sent_ms = int(message.timestamp * 1000) if message.timestamp else None
+                if not work.already_applied(offset):
+                    source = SourceMessage(topic, partition, offset, message.key, sent_ms)
+                    try:
+                        if not await process(source, message.value, work, generation):
+                            return
+                    except Exception as exc:  # a bug must not stop the partition: see processing_failed
+                        await self.processing_failed(source, message.value, exc)
+                # the message waits for its ack until the next checkpoint: without its bytes
+                message.key = message.value = None
+                work.processed(offset, partial(ack, message), sent_ms, wall_ms())
+            await sink.wait_for_room()
+
+        app.batch_topic(self._topic(stream.topic), ingest_batch)
+
+    def _attach_internal(self, topic_name: str, record_type: Any) -> None:
+        app, checkpointer, sink = self.app, self.checkpointer, self.sink
+        works, restore_first = checkpointer.works, self._restorer()
+
+        def apply_records(work: PartitionWork, value: bytes | None) -> None:
+            assert work.aggregate is not None and work.progress is not None
+            now = wall_ms()
+            progress, apply = work.progress, work.aggregate.apply
+            for source, source_offset, index, watermark, *fields in decode_records(value or b""):
+                if index == HEARTBEAT:
+                    progress.heartbeat(source, watermark, fields[0])
+                elif progress.accept(source, source_offset, index, watermark, now):
+                    apply(record_type(*fields), now)
+
+        async def aggregate_batch(messages: list[Message]) -> None:
+            ack = app.consumer.ack
+            generation = checkpointer.generation
+            await restore_first(messages)
+            for message in messages:
+                topic, partition, offset = message.topic, message.partition, message.offset
+                work = works.get((topic, partition))
+                if work is None:
+                    work = await checkpointer.work(topic, partition)
+                if generation != checkpointer.generation:
+                    return
+                sent_ms = int(message.timestamp * 1000) if message.timestamp else None
+                if not work.already_applied(offset):
+                    try:
+                        apply_records(work, message.value)
+                    except Exception as exc:  # a bug must not stop the partition: see processing_failed
+                        await self.processing_failed(
+                            SourceMessage(topic, partition, offset, message.key, sent_ms), message.value, exc
+                        )
+                message.key = message.value = None
+                work.processed(offset, partial(ack, message), sent_ms, wall_ms())
+            await sink.wait_for_room()
+
+        app.batch_topic(self._topic(topic_name, internal=False), aggregate_batch)
+
+    async def processing_failed(self, source: SourceMessage, value: bytes | None, exc: Exception) -> None:
+        """The last resort when the processor fails on a message (a bug): the message is dead-lettered
+        with reason ``processing_error``, logged at error level and counted, and the partition goes on.
+        What the message had changed before the failure stays (its readings may be partly counted)."""
+        log.error(
+            "processing %s[%d]@%d failed; the message goes to %s as processing_error and the partition goes on",
+            source.topic,
+            source.partition,
+            source.offset,
+            DEADLETTER_TOPIC,
+            exc_info=exc,
+        )
+        waits = [
+            await self.app.producer.send(DEADLETTER_TOPIC, key, letter, None, None, None)
+            for key, letter in self.ingestor.failed(source, value, exc)
+        ]
+        self.sink.add([], waits=waits)
+
+    async def preflight(self) -> None:
+        """Create missing topics and wait for InfluxDB, each for at most the startup timeout."""
+        settings = self.settings
+        servers = settings.bootstrap_servers
+        await ensure_topics(
+            servers,
+            contract_topics(settings.source_partitions),
+            replication=settings.topic_replication,
+            timeout_s=settings.startup_timeout_s,
+            **self.kafka_options,
+        )
+        sources = list(SOURCE_TOPICS.values())
+        counts = await partition_counts(servers, [*sources, ALERTS_TOPIC], **self.kafka_options)
+        self.outbox.partitions = counts.pop(ALERTS_TOPIC, settings.source_partitions)
+        self.source_partitions.update(counts)
+        await ensure_topics(
+            servers,
+            internal_topics(
+                settings.app_id,
+                settings.source_partitions,
+                {name: counts.get(name, settings.source_partitions) for name in sources},
+            ),
+            replication=settings.topic_replication,
+            timeout_s=settings.startup_timeout_s,
+            **self.kafka_options,
+        )
+        await self.outbox.start()
+        await self.writer.open()
+        await wait_until_ready(self.writer, settings.startup_timeout_s)
+        await self.alerts_sink.writer.open()
+
+    def run(self) -> None:
+        configure_logging(self.settings)  # before the preflight; Faust's worker applies it again
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+            pass
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(self.preflight())
+        worker = faust.Worker(
+            self.app,
+            WorkerService(self, loop=loop),
+            loop=loop,
+            loglevel=self.settings.log_level.upper(),
+            logging_config=logging_config(self.settings),
+            # JSON logs: no start-up banner on standard output, only JSON lines
+            quiet=self.settings.log_format == "json",
+            redirect_stdouts=False,
+        )
+        worker.execute_from_commandline()

@@ -1,4 +1,4 @@
-"""Wire schemas of citystream, version 1 (see the contract in the README).
+"""Wire schemas of citystream, version 1 with the dead letters of 1.1 (the contract: schemas/CONTRACT.md).
 
 One frozen pydantic v2 model per reading kind, the dead letter and the alert. Models know nothing of
 Kafka, Faust or InfluxDB; :mod:`schemas.codec` owns JSON encoding.

@@ -1,4 +1,4 @@
-"""The alert (contract section 6), published on ``city.alerts.v1`` and stored in InfluxDB."""
+"""The alert (schemas/CONTRACT.md section 6), published on ``city.alerts.v1`` and stored in InfluxDB."""
 
 from __future__ import annotations
 

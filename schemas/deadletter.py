@@ -1,4 +1,4 @@
-"""The dead letter (contract section 4): what could not be processed, why, and its original bytes."""
+"""The dead letter (schemas/CONTRACT.md section 4): what could not be processed, why, and its original bytes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reading models of the three source topics (contract section 2).
+"""Reading models of the three source topics (schemas/CONTRACT.md section 2).
 
 Models are strict (a number sent as a string is a wrong type, not a number), frozen, and ignore
 fields they do not name, so newer senders keep working. ``ts`` is held as epoch milliseconds.

@@ -1,4 +1,4 @@
-"""The worker's settings (contract section 8): one object, built once from the environment and `.env`.
+"""The worker's settings (schemas/CONTRACT.md section 8): one object, built once from the environment and `.env`.
 
 Every setting is read from ``CITYSTREAM_<NAME>``. A bad value stops the worker with
 :class:`ConfigError`, whose message names the variable and says what to fix.
@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    # contract section 8
+    # schemas/CONTRACT.md section 8
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port...]")
     influx_url: str = Field("http://127.0.0.1:8086", description="InfluxDB base URL")
     influx_api: Literal["v1", "v2"] = Field(
@@ -78,11 +78,11 @@ class Settings(BaseSettings):
         30.0, ge=1, le=600, description="how long a rebalance waits for workers to rejoin"
     )
 
-    # validation (contract section 2)
+    # validation (schemas/CONTRACT.md section 2)
     max_future_s: float = Field(300.0, ge=0, description="a reading's ts may lie this far ahead of the clock")
     max_age_s: float = Field(7 * 86_400.0, gt=0, description="a reading's ts may lie this far behind the clock")
 
-    # event-time windows (contract section 3)
+    # event-time windows (schemas/CONTRACT.md section 3)
     window_short_s: int = Field(60, ge=1, le=3600, description="length of the short windows (the *_1m measurements)")
     window_long_s: int = Field(3600, ge=60, le=86_400, description="length of the long windows (environment_1h)")
     window_grace_s: float = Field(
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         2.0, gt=0, le=300, description="how often windows are written, state saved and offsets committed"
     )
 
-    # alert rules (contract section 6): the contract's thresholds unless overridden, as JSON, e.g.
+    # alert rules (schemas/CONTRACT.md section 6): the contract's thresholds unless overridden, as JSON, e.g.
     # CITYSTREAM_ALERT_THRESHOLDS='{"pm25_advisory_raise": 80, "station_offline_ms": 900000}'
     alert_thresholds: dict[str, float] = Field(
         default_factory=dict,

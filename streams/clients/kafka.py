@@ -36,7 +36,7 @@ class TopicSpec:
 
 
 def contract_topics(source_partitions: int) -> list[TopicSpec]:
-    """Every topic of contract section 1, sized for this deployment."""
+    """Every topic of schemas/CONTRACT.md section 1, sized for this deployment."""
     sources = [TopicSpec(SOURCE_TOPICS[kind], source_partitions, {}) for kind in SourceKind]
     return [
         *sources,

@@ -1,4 +1,4 @@
-"""From a Kafka message's bytes to valid readings and rejections (contract sections 2 and 4).
+"""From a Kafka message's bytes to valid readings and rejections (schemas/CONTRACT.md sections 2 and 4).
 
 Pure functions with no Faust or Kafka import: every byte string gives readings, rejections or both,
 never an exception. A rejection becomes a dead letter once the message's coordinates are known, and

@@ -1,4 +1,4 @@
-"""The optional registry (contract section 7): what the processor cannot learn from readings."""
+"""The optional registry (schemas/CONTRACT.md section 7): what the processor cannot learn from readings."""
 
 from __future__ import annotations
 

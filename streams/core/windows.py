@@ -1,4 +1,4 @@
-"""Event-time building blocks shared by every stream's aggregates (contract section 3).
+"""Event-time building blocks shared by every stream's aggregates (schemas/CONTRACT.md section 3).
 
 Tumbling windows aligned to UTC, running statistics, a per-partition event clock (watermark,
 lateness, eviction) and duplicate detection. Everything here is plain data that snapshots to
@@ -120,7 +120,7 @@ class EventClock:
         return self.watermark_ms - self.policy.max_lateness_ms
 
     def is_final(self, window_end_ms: int, wall_ms: int) -> bool:
-        """Whether a window ending at ``window_end_ms`` is final (contract section 3)."""
+        """Whether a window ending at ``window_end_ms`` is final (schemas/CONTRACT.md section 3)."""
         grace = self.policy.grace_ms
         if self.watermark_ms is not None and self.watermark_ms >= window_end_ms + grace:
             return True

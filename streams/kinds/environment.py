@@ -22,7 +22,8 @@ _DAY_MS: Final = 86_400_000
 
 
 def district_of(reading: EnvReading, registry: Registry) -> str:
-    """The reading's district, else the registry's, else ``unknown`` (contract 2.3), as InfluxDB stores it.
+    """The reading's district, else the registry's, else ``unknown``, as InfluxDB stores it
+    (schemas/CONTRACT.md section 2.3).
 
     The district is normalised here, once (:func:`~streams.core.lineprotocol.normalize_tag`; ``unknown``
     when nothing is left of it), before it keys a station window: two districts that InfluxDB

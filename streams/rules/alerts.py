@@ -1,4 +1,4 @@
-"""Alert rules (contract section 6) as pure, deterministic logic.
+"""Alert rules (schemas/CONTRACT.md section 6) as pure, deterministic logic.
 
 Nothing here touches Faust, Kafka, InfluxDB or a clock: every instant is passed in (``now_ms`` only
 stamps ``emitted_at``; ``wall_ms`` is the wall clock of the offline rule). A partition keeps one
@@ -20,7 +20,7 @@ How the rules are fed:
 Each rule returns the alerts it raised or cleared, to be published on ``city.alerts.v1`` (keyed by
 the subject id) and written to the ``alerts`` measurement.
 
-**The ``alerts`` measurement and colliding points.** Contract section 5 puts ``kind``, ``status``
+**The ``alerts`` measurement and colliding points.** schemas/CONTRACT.md section 5 puts ``kind``, ``status``
 and ``severity`` in tags, the subject in a field and the window end (milliseconds) in the time.
 Two alerts with the same kind, status and severity and the same window end -- two stations raising
 the PM2.5 advisory for the same hour, two lots filling in the same minute -- are then the same
@@ -925,7 +925,7 @@ def _alert_point(alert: Alert, time: int) -> str:
 
 
 def alert_line(alert: Alert) -> str:
-    """The alert as a point of the ``alerts`` measurement, time in milliseconds (contract section 5)."""
+    """The alert as a point of the ``alerts`` measurement, time in milliseconds (schemas/CONTRACT.md section 5)."""
     return _alert_point(alert, alert_time_ms(alert))
 
 

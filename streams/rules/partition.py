@@ -1,4 +1,4 @@
-"""Which alert rules each kind of partition runs, and when (contract section 6).
+"""Which alert rules each kind of partition runs, and when (schemas/CONTRACT.md section 6).
 
 - a ``city.env.v1`` partition: PM2.5, PM10 and O3 per station on final hourly windows; stations
   offline, on each reading and the clock;

@@ -1,11 +1,11 @@
 """``citystream deadletters``: list, summarise and replay the dead letters of ``city.deadletter.v1``.
 
-A dead letter (contract section 4) holds why a message, or one element of a batch, could not be
+A dead letter (schemas/CONTRACT.md section 4) holds why a message, or one element of a batch, could not be
 processed, and the original payload. After a fix (a worker whose limits were wrong, a registry entry
 that was missing, a gateway that sent a bad field and was corrected upstream), ``replay`` publishes
 the original bytes again to their source topic with their original key, and the worker judges them
 afresh. Duplicates are harmless: a reading already processed (same ``device_id`` and ``seq``, or
-``ts``) changes no aggregate (contract section 3).
+``ts``) changes no aggregate (schemas/CONTRACT.md section 3).
 
 The pure functions (parsing, filtering, summarising, choosing what to replay) come first; the Kafka
 reading and sending, and the commands, after them.

@@ -996,7 +996,7 @@ _STATION_ORDER: Final = (
 
 @dataclass(frozen=True)
 class CityLayout:
-    """The lots, stations and taxis of a run: what the registry names (contract section 7)."""
+    """The lots, stations and taxis of a run: what the registry names (schemas/CONTRACT.md section 7)."""
 
     lots: tuple[LotSpec, ...]
     stations: tuple[StationSpec, ...]
@@ -1012,7 +1012,7 @@ class CityLayout:
         )
 
     def registry(self) -> dict[str, Any]:
-        """The registry document (contract section 7) naming every lot and station."""
+        """The registry document (schemas/CONTRACT.md section 7) naming every lot and station."""
         return {
             "parking_lots": {
                 lot.lot_id: {"capacity": lot.capacity, "district": lot.district, "lat": lot.lat, "lon": lot.lon}
@@ -1061,7 +1061,7 @@ def _build_stations(options: SimulationOptions, rng: random.Random) -> Iterable[
 
 def write_registry(path: Path, layout: CityLayout) -> None:
     """Write the registry YAML for the simulated lots and stations."""
-    header = "# citystream registry of the simulated lots and stations (contract section 7)\n"
+    header = "# citystream registry of the simulated lots and stations (schemas/CONTRACT.md section 7)\n"
     body = yaml.safe_dump(layout.registry(), sort_keys=False, default_flow_style=None, width=120)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + body, encoding="utf-8")

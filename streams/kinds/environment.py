@@ -10,10 +10,11 @@ from typing import Any, Final, NamedTuple
 
 from schemas.readings import ENV_MEASUREMENTS, EnvReading, SourceKind
 from streams.core.cai import comprehensive_index, pm_24h_mean
-from streams.core.ingest import SourceStream
 from streams.core.lineprotocol import escape_string_field, escape_tag, format_float, normalize_tag
 from streams.core.registry import Registry
 from streams.core.windows import Stats, WindowedAggregate, WindowPolicy, window_start
+from streams.kinds.spec import SensorKind
+from streams.rules.partition import StationPartitionRules
 
 UNKNOWN_DISTRICT: Final = "unknown"
 GASES: Final = ("so2_ppm", "no2_ppm", "co_ppm", "o3_ppm")
@@ -222,4 +223,11 @@ class StationAggregate(WindowedAggregate):
         }
 
 
-STREAM: Final = SourceStream(kind=SourceKind.ENVIRONMENT, model=EnvReading, raw_point=raw_point)
+KIND: Final = SensorKind(
+    kind=SourceKind.ENVIRONMENT,
+    model=EnvReading,
+    raw_point=raw_point,
+    aggregate=StationAggregate,  # a station's windows are keyed by the station: kept where it arrives
+    fold=StationSample.of,
+    rules=StationPartitionRules,
+)

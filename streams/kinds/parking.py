@@ -11,10 +11,11 @@ import bisect
 from typing import Any, Final, NamedTuple
 
 from schemas.readings import ParkingReading, SourceKind
-from streams.core.ingest import SourceStream
 from streams.core.lineprotocol import escape_tag, format_float
 from streams.core.registry import Registry
 from streams.core.windows import WindowedAggregate, WindowPolicy, window_start
+from streams.kinds.spec import Merge, SensorKind
+from streams.rules.partition import LotPartitionRules, SpotPartitionRules
 
 
 def raw_point(reading: ParkingReading, registry: Registry) -> str:
@@ -168,4 +169,17 @@ class ParkingLotAggregate(WindowedAggregate):
             self.lots[lot_id] = lot
 
 
-STREAM: Final = SourceStream(kind=SourceKind.PARKING, model=ParkingReading, raw_point=raw_point)
+KIND: Final = SensorKind(
+    kind=SourceKind.PARKING,
+    model=ParkingReading,
+    raw_point=raw_point,
+    rules=SpotPartitionRules,  # battery and silence, per sensor, where its readings arrive
+    merge=Merge(
+        topic_suffix="parking-by-lot",
+        record_type=SpotReport,
+        reduce=SpotReport.of,
+        key=partition_key,
+        aggregate=ParkingLotAggregate,
+        rules=LotPartitionRules,
+    ),
+)

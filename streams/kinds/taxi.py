@@ -13,10 +13,11 @@ import h3
 import orjson
 
 from schemas.readings import SourceKind, TaxiReading
-from streams.core.ingest import SourceStream
 from streams.core.lineprotocol import escape_tag, format_float
 from streams.core.registry import Registry
 from streams.core.windows import Stats, WindowedAggregate, WindowPolicy, window_start
+from streams.kinds.spec import Merge, SensorKind
+from streams.rules.partition import CellPartitionRules
 
 H3_RESOLUTION: Final = 9
 
@@ -205,4 +206,16 @@ class TaxiCellAggregate(WindowedAggregate):
             self._undumped.add((start, cell))
 
 
-STREAM: Final = SourceStream(kind=SourceKind.TAXI, model=TaxiReading, raw_point=raw_point)
+KIND: Final = SensorKind(
+    kind=SourceKind.TAXI,
+    model=TaxiReading,
+    raw_point=raw_point,
+    merge=Merge(
+        topic_suffix="taxi-by-cell",
+        record_type=TaxiFix,
+        reduce=TaxiFix.of,
+        key=partition_key,
+        aggregate=TaxiCellAggregate,
+        rules=CellPartitionRules,
+    ),
+)

@@ -29,10 +29,10 @@ from typing import Any, Protocol
 
 from schemas import codec
 from schemas.alert import Alert
-from streams.clients.influx import PointSink
 from streams.core.windows import MergeProgress, WindowedAggregate
 from streams.rules.partition import CAUGHT_UP_MS, PartitionRules
 from streams.runtime.outbox import AlertOutbox
+from streams.runtime.sink import PointSink
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,13 @@ from prometheus_client.registry import Collector
 
 from schemas.deadletter import DeadLetterReason
 from schemas.readings import SourceKind
-from streams.clients.influx import REJECTED_REASONS, WRITE_SECONDS_BUCKETS, PointSink, WriteProblem
+from streams.clients.influx import REJECTED_REASONS, WRITE_SECONDS_BUCKETS
 from streams.core.ingest import IngestStats
 from streams.core.windows import DUPLICATE, LATE, WindowedAggregate
 from streams.rules.alerts import KINDS as ALERT_KINDS
 from streams.runtime.checkpoint import PartitionWork
 from streams.runtime.outbox import AlertOutbox
+from streams.runtime.sink import PointSink, WriteProblem
 
 ALERT_STATUSES = ("raised", "cleared")
 

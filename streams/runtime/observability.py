@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from schemas.readings import SourceKind
-from streams.kinds import environment, parking, taxi
+from streams.clients.influx import InfluxWriter
 from streams.runtime.faust_adapter import FaustConsumerView, producer_client
 from streams.runtime.metrics import MetricSources, Readiness, exposition, worker_registry
-
-if TYPE_CHECKING:
-    from streams.runtime.worker import Runtime
+from streams.runtime.sink import PointSink
 
 log = logging.getLogger("citystream.observability")
 
@@ -31,64 +28,40 @@ CHECK_TIMEOUT_S = 5.0
 
 
 class Observability:
-    """Metrics, readiness and the web views of one worker (:class:`streams.runtime.worker.Runtime`)."""
+    """Metrics, readiness and the web views of one worker.
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        app = runtime.app
-        self.dropped: dict[str, Counter[str]] = {kind.value: Counter() for kind in SourceKind}
-        self._kinds = {
-            taxi.STREAM.topic: SourceKind.TAXI.value,
-            runtime.taxi_cells_topic: SourceKind.TAXI.value,
-            parking.STREAM.topic: SourceKind.PARKING.value,
-            runtime.parking_lots_topic: SourceKind.PARKING.value,
-            environment.STREAM.topic: SourceKind.ENVIRONMENT.value,
-        }
-        self._count_dropped_readings()
+    It is given what it reports on (the worker builds it last, from its parts) and changes none of
+    them: ``sources`` are the counters read at scrape time, ``writer`` is pinged, ``sinks`` tell
+    whether writes fail, ``servers`` name the Kafka bootstrap servers in messages.
+    """
+
+    def __init__(
+        self, app: Any, sources: MetricSources, writer: InfluxWriter, sinks: Sequence[PointSink], servers: str
+    ) -> None:
+        self.app = app
+        self.writer = writer
+        self.servers = servers
         self.consumer = FaustConsumerView(app)
         self._assigned_once = False
-        sinks = (runtime.sink, runtime.alerts_sink)
         self.readiness = Readiness(
             settled=self._settled,
             assigned=lambda: len(list(self.consumer.assignment())),
             write_problems=lambda: [sink.problem for sink in sinks if sink.problem is not None],
         )
-        self.registry = worker_registry(
-            MetricSources(
-                ingest=runtime.ingestor.stats,
-                sinks=[runtime.sink, runtime.alerts_sink],
-                dropped=self.dropped,
-                outbox=runtime.outbox,
-                works=lambda: list(runtime.checkpointer.works.values()),
-                consumer=self.consumer,
-                readiness=self.readiness,
-            )
-        )
-        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        sources.consumer = self.consumer
+        sources.readiness = self.readiness
+        self.registry = worker_registry(sources)
+        app.on_partitions_assigned.connect(self._on_assigned)
         self._attach_views()
-
-    def _count_dropped_readings(self) -> None:
-        """Every aggregate the checkpointer makes counts its duplicates and late records per stream kind."""
-        checkpointer = self.runtime.checkpointer
-        make = checkpointer.aggregate_factory
-
-        def counted(topic: str) -> Any:
-            made = make(topic)
-            kind = self._kinds.get(topic)
-            if made is not None and kind is not None:
-                made[0].dropped = self.dropped[kind]
-            return made
-
-        checkpointer.aggregate_factory = counted
 
     async def _on_assigned(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         self._assigned_once = True
 
     def _settled(self) -> bool:
-        return self._assigned_once and not getattr(self.runtime.app, "rebalancing", False)
+        return self._assigned_once and not getattr(self.app, "rebalancing", False)
 
     def _attach_views(self) -> None:
-        app, registry, readiness = self.runtime.app, self.registry, self.readiness
+        app, registry, readiness = self.app, self.registry, self.readiness
 
         async def metrics(view: Any, request: Any) -> Any:
             return view.bytes(exposition(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -108,7 +81,7 @@ class Observability:
         """Ask Kafka for metadata and InfluxDB for a ping; remember when each last answered."""
         broker_ok, broker_error = await self._broker_answers()
         self.readiness.broker_checked(broker_ok, broker_error)
-        writer = self.runtime.writer
+        writer = self.writer
         try:
             influx_ok = await asyncio.wait_for(writer.ping(), timeout=CHECK_TIMEOUT_S)
         except TimeoutError:
@@ -116,8 +89,8 @@ class Observability:
         self.readiness.influx_checked(influx_ok, f"no answer to /ping from {writer.description}")
 
     async def _broker_answers(self) -> tuple[bool, str]:
-        servers = self.runtime.settings.kafka_bootstrap
-        client = producer_client(self.runtime.app)
+        servers = self.servers
+        client = producer_client(self.app)
         if client is None:
             return False, "the Kafka producer has not started"
         try:

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas import codec
 from schemas.alert import Alert
-from streams.clients.influx import PointSink
 from streams.clients.kafka import records_since
+from streams.runtime.sink import PointSink
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -14,39 +15,34 @@ import mode
 from faust.types import TP, Message
 
 from schemas.alert import Alert
-from schemas.readings import SOURCE_TOPICS, SourceKind
-from streams.clients.influx import PointSink, make_writer, wait_until_ready
+from streams.clients.influx import make_writer, wait_until_ready
 from streams.clients.kafka import (
     ALERTS_TOPIC,
     DEADLETTER_TOPIC,
     contract_topics,
     ensure_topics,
     internal_topics,
-    parking_by_lot_topic,
     partition_counts,
     state_topic,
-    taxi_by_cell_topic,
 )
 from streams.clients.state import KafkaStateStore
 from streams.core.decode import SourceMessage, TimeLimits
 from streams.core.forward import HEARTBEAT, Forwarder, decode_records
 from streams.core.ingest import Ingestor, SourceStream
 from streams.core.registry import load_registry
-from streams.core.windows import FOLDED, MergeProgress, SourceGate, WindowedAggregate, WindowPolicy
-from streams.kinds import environment, parking, taxi
+from streams.core.windows import FOLDED, MergeProgress, WindowedAggregate, WindowPolicy
+from streams.kinds import KINDS, SensorKind
 from streams.rules.alerts import alert_line_ns
 from streams.rules.partition import (
-    CellPartitionRules,
-    LotPartitionRules,
     PartitionRules,
-    SpotPartitionRules,
-    StationPartitionRules,
 )
 from streams.runtime.app import build_app
 from streams.runtime.checkpoint import Checkpointer, PartitionWork
 from streams.runtime.logs import configure_logging, logging_config
+from streams.runtime.metrics import MetricSources
 from streams.runtime.observability import Observability
 from streams.runtime.outbox import AlertOutbox
+from streams.runtime.sink import PointSink
 from streams.settings import (
     Settings,
     kafka_client_kwargs,
@@ -151,20 +147,23 @@ class Runtime:
             settings.bootstrap_servers,
         )
         app_id = settings.app_id
-        self.env_topic = SOURCE_TOPICS[SourceKind.ENVIRONMENT]
-        self.taxi_cells_topic = taxi_by_cell_topic(app_id)
-        self.parking_lots_topic = parking_by_lot_topic(app_id)
-        self.taxi_forwarder = Forwarder(self.taxi_cells_topic, settings.source_partitions, self._send)
-        self.parking_forwarder = Forwarder(self.parking_lots_topic, settings.source_partitions, self._send)
-        self.forwarders = {taxi.STREAM.topic: self.taxi_forwarder, parking.STREAM.topic: self.parking_forwarder}
+        self.kinds = KINDS
+        # the internal topic of each kind whose readings are merged, and the forwarder that feeds it
+        self.merged_topics = {kind.topic: kind.merge.topic(app_id) for kind in KINDS if kind.merge is not None}
+        self.forwarders = {
+            source: Forwarder(merged, settings.source_partitions, self._send)
+            for source, merged in self.merged_topics.items()
+        }
+        # the kind of every input topic, source or internal: its readings' counters and windows
+        self.kind_of_topic = {kind.topic: kind for kind in KINDS} | {
+            merged: kind for kind in KINDS if (merged := self.merged_topics.get(kind.topic))
+        }
+        self.dropped: dict[str, Counter[str]] = {kind.name: Counter() for kind in KINDS}
         # partitions of each source topic, as found at start (preflight)
-        self.source_partitions = dict.fromkeys(SOURCE_TOPICS.values(), settings.source_partitions)
+        self.source_partitions = {kind.topic: settings.source_partitions for kind in KINDS}
         self.state_store = KafkaStateStore(
             settings.bootstrap_servers,
-            {
-                name: state_topic(app_id, name)
-                for name in (*SOURCE_TOPICS.values(), self.taxi_cells_topic, self.parking_lots_topic)
-            },
+            {name: state_topic(app_id, name) for name in self.kind_of_topic},
             self._send_state,
         )
         self.checkpointer = Checkpointer(
@@ -178,17 +177,24 @@ class Runtime:
         )
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         self.app.on_before_shutdown.connect(self._last_checkpoint)  # type: ignore[arg-type]
-        self._attach_source(taxi.STREAM, self._forward_taxi)
-        self._attach_source(parking.STREAM, self._forward_parking)
-        self._attach_source(environment.STREAM, self._fold_environment)
-        self._attach_internal(self.taxi_cells_topic, taxi.TaxiFix)
-        self._attach_internal(self.parking_lots_topic, parking.SpotReport)
+        for kind in KINDS:
+            self._attach_source(kind, self._folder(kind) if kind.fold is not None else self._forwarder(kind))
+            if kind.merge is not None:
+                self._attach_internal(self.merged_topics[kind.topic], kind.merge.record_type)
         # Kafka security for the clients made outside Faust (Faust's: streams.runtime.app.broker_credentials)
         self.kafka_options = kafka_client_kwargs(settings)
         self.state_store.client_options = self.kafka_options
         self.outbox.client_options = self.kafka_options
         # /metrics, /healthz, /readyz; counters read at scrape time, nothing added per message
-        self.observability = Observability(self)
+        sinks = [self.sink, self.alerts_sink]
+        sources = MetricSources(
+            ingest=self.ingestor.stats,
+            sinks=sinks,
+            dropped=self.dropped,
+            outbox=self.outbox,
+            works=lambda: list(self.checkpointer.works.values()),
+        )
+        self.observability = Observability(self.app, sources, self.writer, sinks, settings.kafka_bootstrap)
 
     # Kafka output, through Faust's producer
     async def _send(self, topic: str, key: bytes | None, value: bytes, partition: int) -> Awaitable[object]:
@@ -225,8 +231,9 @@ class Runtime:
         return await self.flush_forwarders()
 
     async def flush_forwarders(self) -> list[Awaitable[object]]:
-        deliveries = await self.taxi_forwarder.flush()
-        deliveries += await self.parking_forwarder.flush()
+        deliveries: list[Awaitable[object]] = []
+        for forwarder in self.forwarders.values():
+            deliveries += await forwarder.flush()
         if deliveries:
             self.sink.add([], waits=deliveries)
         return deliveries
@@ -234,21 +241,21 @@ class Runtime:
     def _aggregate_for(
         self, topic: str
     ) -> tuple[WindowedAggregate, MergeProgress | None, PartitionRules | None] | None:
+        """What a partition of ``topic`` keeps: its windows (or gate), merge progress and rules."""
+        kind = self.kind_of_topic.get(topic)
+        if kind is None:
+            return None
         policy, registry, alerts = self.policy, self.registry, self.alert_policy
-        lateness = policy.max_lateness_ms
-        if topic == self.env_topic:
-            return environment.StationAggregate(policy, registry), None, StationPartitionRules(alerts)
-        if topic == taxi.STREAM.topic:
-            return SourceGate(policy), None, None
-        if topic == parking.STREAM.topic:
-            return SourceGate(policy), None, SpotPartitionRules(alerts)
-        if topic == self.taxi_cells_topic:
-            progress = MergeProgress(lateness, self.source_partitions[taxi.STREAM.topic])
-            return taxi.TaxiCellAggregate(policy, registry), progress, CellPartitionRules(alerts)
-        if topic == self.parking_lots_topic:
-            progress = MergeProgress(lateness, self.source_partitions[parking.STREAM.topic])
-            return parking.ParkingLotAggregate(policy, registry), progress, LotPartitionRules(alerts)
-        return None
+        if topic == kind.topic:  # a source partition
+            aggregate, progress = kind.aggregate(policy, registry), None
+            rules = kind.rules(alerts) if kind.rules is not None else None
+        else:  # a partition of the kind's internal topic, fed by every source partition
+            assert kind.merge is not None
+            aggregate = kind.merge.aggregate(policy, registry)
+            progress = MergeProgress(policy.max_lateness_ms, self.source_partitions[kind.topic])
+            rules = kind.merge.rules(alerts) if kind.merge.rules is not None else None
+        aggregate.dropped = self.dropped[kind.name]  # duplicates and late readings, for the metrics
+        return aggregate, progress, rules
 
     def _is_assigned(self, topic: str, partition: int) -> bool:
         return TP(topic, partition) in self.app.consumer.assignment()
@@ -264,47 +271,42 @@ class Runtime:
         revoked: set[TP] = args[0] if args else kwargs.get("revoked", set())
         self.checkpointer.revoke({(tp.topic, tp.partition) for tp in revoked})
 
-    # what a source agent does with the valid readings of a message: readings that are new and on
-    # time in their source partition are aggregated here (stations) or forwarded (cells, lots)
-    def _forward_taxi(self, readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
-        return self._forward(readings, work, offset, sent_ms, taxi.TaxiFix.of, taxi.partition_key, self.taxi_forwarder)
+    # what a source partition does with the valid readings of a message: readings that are new and
+    # on time there are folded into the windows kept there (stations), or forwarded (cells, lots)
+    def _forwarder(self, kind: SensorKind[Any]) -> Callable[[list[Any], PartitionWork, int, int], list[Alert]]:
+        assert kind.merge is not None
+        reduce, key, forwarder = kind.merge.reduce, kind.merge.key, self.forwarders[kind.topic]
 
-    def _forward_parking(self, readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
-        return self._forward(
-            readings, work, offset, sent_ms, parking.SpotReport.of, parking.partition_key, self.parking_forwarder
-        )
+        def forward(readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
+            gate, rules = work.aggregate, work.rules
+            assert gate is not None
+            now = wall_ms()
+            alerts: list[Alert] = []
+            for index, reading in enumerate(readings):
+                if gate.judge(reading, now) == FOLDED:
+                    record = reduce(reading)
+                    forwarder.add(key(record), (work.partition, offset, index, gate.clock.watermark_ms, *record))
+                    if rules is not None:
+                        alerts += rules.on_reading(reading, sent_ms, now)
+            return alerts
 
-    @staticmethod
-    def _forward(
-        readings: list[Any],
-        work: PartitionWork,
-        offset: int,
-        sent_ms: int,
-        reduce: Callable[[Any], Any],
-        key: Callable[[Any], str],
-        forwarder: Forwarder,
-    ) -> list[Alert]:
-        gate = work.aggregate
-        assert gate is not None
-        now = wall_ms()
-        alerts: list[Alert] = []
-        for index, reading in enumerate(readings):
-            if gate.judge(reading, now) == FOLDED:
-                record = reduce(reading)
-                forwarder.add(key(record), (work.partition, offset, index, gate.clock.watermark_ms, *record))
-                if work.rules is not None:
-                    alerts += work.rules.on_reading(reading, sent_ms, now)
-        return alerts
+        return forward
 
-    def _fold_environment(self, readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
-        aggregate, rules = work.aggregate, work.rules
-        assert aggregate is not None and rules is not None
-        now = wall_ms()
-        alerts: list[Alert] = []
-        for reading in readings:
-            if aggregate.fold(environment.StationSample.of(reading, self.registry), now) == FOLDED:
-                alerts += rules.on_reading(reading, sent_ms, now)
-        return alerts
+    def _folder(self, kind: SensorKind[Any]) -> Callable[[list[Any], PartitionWork, int, int], list[Alert]]:
+        assert kind.fold is not None
+        sample_of, registry = kind.fold, self.registry
+
+        def fold(readings: list[Any], work: PartitionWork, offset: int, sent_ms: int) -> list[Alert]:
+            aggregate, rules = work.aggregate, work.rules
+            assert aggregate is not None
+            now = wall_ms()
+            alerts: list[Alert] = []
+            for reading in readings:
+                if aggregate.fold(sample_of(reading, registry), now) == FOLDED and rules is not None:
+                    alerts += rules.on_reading(reading, sent_ms, now)
+            return alerts
+
+        return fold
 
     def _topic(self, name: str, **options: Any) -> faust.TopicT:
         return self.app.topic(
@@ -448,7 +450,7 @@ class Runtime:
             timeout_s=settings.startup_timeout_s,
             **self.kafka_options,
         )
-        sources = list(SOURCE_TOPICS.values())
+        sources = [kind.topic for kind in KINDS]
         counts = await partition_counts(servers, [*sources, ALERTS_TOPIC], **self.kafka_options)
         self.outbox.partitions = counts.pop(ALERTS_TOPIC, settings.source_partitions)
         self.source_partitions.update(counts)

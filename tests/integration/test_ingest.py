@@ -4,6 +4,7 @@ reason, the v2 write path, an InfluxDB outage in the middle of a stream, and mis
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 import subprocess
 import time
@@ -149,7 +150,10 @@ async def test_every_kind_and_every_dead_letter_reason(kafka_bootstrap: str, inf
         by_reason = {d["reason"]: d for d in documents}
         assert base64.b64decode(by_reason["not_utf8"]["payload_b64"]) == b"\xff\xfe\x00not utf-8"
         assert by_reason["not_utf8"]["payload"] is None
-        assert by_reason["too_large"]["payload"].encode() == too_large
+        large = by_reason["too_large"]  # its first MiB, with the original's size and SHA-256
+        assert large["payload"].encode() == too_large[: 1024 * 1024] and large["payload_truncated"] is True
+        assert large["payload_bytes"] == len(too_large)
+        assert large["payload_sha256"] == hashlib.sha256(too_large).hexdigest()
         assert by_reason["stale_timestamp"]["source"]["topic"] == ENV
         mixed = sorted((d["index"], d["reason"]) for d in documents if d["source"]["key"] == "env-mixed")
         assert mixed == [(1, "not_an_object"), (2, "schema")]

@@ -28,7 +28,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.clients.influx import PointSink, V1Writer, WriteFailed
+from streams.clients.influx import V1Writer, WriteFailed
+from streams.runtime.sink import PointSink
 from streams.tools.localstack import free_port
 from tests.integration.helpers import (
     WorkerProcess,

@@ -1,8 +1,8 @@
 """The layers of ``streams/`` stay visible: what each package may import.
 
 core      pure logic: schemas and the standard library, pydantic, orjson, h3, yaml
-kinds     core
-rules     core, kinds
+rules     core
+kinds     core, rules (a kind declares the rule families that watch it)
 clients   core (Kafka and InfluxDB clients live here)
 runtime   core, kinds, rules, clients (the only package that imports Faust)
 tools     anything; nothing imports tools
@@ -23,8 +23,8 @@ STREAMS = Path(__file__).resolve().parents[2] / "streams"
 # project packages each layer may import (besides itself, schemas and streams.settings/errors)
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
-    "kinds": {"core"},
-    "rules": {"core", "kinds"},
+    "kinds": {"core", "rules"},
+    "rules": {"core"},
     "clients": {"core"},
     "runtime": {"core", "kinds", "rules", "clients"},
     "tools": {"core", "kinds", "rules", "clients", "runtime"},

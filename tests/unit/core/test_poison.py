@@ -28,7 +28,7 @@ from streams.core.registry import Registry
 from streams.kinds import environment, parking, taxi
 
 NOW = 1_795_294_800_000  # 2026-11-21T21:00:00Z
-STREAMS = [taxi.STREAM, parking.STREAM, environment.STREAM]
+STREAMS = [taxi.KIND, parking.KIND, environment.KIND]
 # what a Kafka record adds to its key and value (headers, lengths, attributes): generously
 RECORD_OVERHEAD = 1024
 
@@ -187,7 +187,7 @@ def test_a_batch_element_nested_300_deep_is_dead_lettered_with_the_message_text(
 
 def test_three_mebibytes_of_control_characters_fit_the_dead_letter_topic() -> None:
     value = b'{"device_id":"env-1","pad":"' + b"\x01" * (3 * MAX_PAYLOAD_BYTES) + b'"}'
-    outcome = ingestor().ingest(environment.STREAM, SourceMessage("city.env.v1", 0, 1, b"env-1", None), value)
+    outcome = ingestor().ingest(environment.KIND, SourceMessage("city.env.v1", 0, 1, b"env-1", None), value)
     [(_, letter_value)] = outcome.dead_letters
     letter = DeadLetter.model_validate(orjson.loads(letter_value))
     assert letter.reason is DeadLetterReason.TOO_LARGE and letter.payload_truncated
@@ -199,7 +199,7 @@ def test_three_mebibytes_of_control_characters_fit_the_dead_letter_topic() -> No
 def test_a_processing_error_is_a_dead_letter_with_the_original_bytes() -> None:
     ingest = ingestor()
     source = SourceMessage("city.env.v1", 2, 9, b"env-1", None)
-    value = orjson.dumps(reading(environment.STREAM))
+    value = orjson.dumps(reading(environment.KIND))
     [(key, letter_value)] = ingest.failed(source, value, ZeroDivisionError("division by zero"))
     letter = DeadLetter.model_validate(orjson.loads(letter_value))
     assert key == b"env-1" and letter.reason is DeadLetterReason.PROCESSING_ERROR

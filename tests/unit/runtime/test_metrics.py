@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.alert import Alert, AlertSubject
 from schemas.readings import EnvReading, SourceKind
-from streams.clients.influx import WRITE_SECONDS_BUCKETS, PointSink, WriteFailed, WriteProblem
+from streams.clients.influx import WRITE_SECONDS_BUCKETS, WriteFailed
 from streams.core.decode import SourceMessage, TimeLimits
 from streams.core.ingest import Ingestor
 from streams.core.registry import Registry
@@ -29,6 +29,7 @@ from streams.runtime.metrics import (
     worker_registry,
 )
 from streams.runtime.outbox import AlertOutbox
+from streams.runtime.sink import PointSink, WriteProblem
 
 NOW_MS = 1_795_000_000_000
 ENV_TOPIC = SourceKind.ENVIRONMENT.topic
@@ -108,7 +109,7 @@ def test_exposition_after_known_work() -> None:
         orjson.dumps({"device_id": "env-2", "ts": NOW_MS, "pm25_ugm3": 5000}),  # schema: out of range
         orjson.dumps({"batch": [{"device_id": "env-3", "ts": NOW_MS, "pm25_ugm3": 9.0}, 7]}),
     ):
-        readings += ingestor.ingest(environment.STREAM, source, value_bytes).readings
+        readings += ingestor.ingest(environment.KIND, source, value_bytes).readings
 
     policy = WindowPolicy(max_lateness_ms=600_000)
     aggregate = environment.StationAggregate(policy, registry)

@@ -112,7 +112,9 @@ class Checkpointer:
         before_flush: Callable[[], Awaitable[list[Awaitable[object]]]] | None = None,
         is_assigned: Callable[[str, int], bool] = lambda topic, partition: True,
         outbox: AlertOutbox | None = None,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
+        self.clock_ms = clock_ms  # the wall clock, in epoch milliseconds
         self.outbox = outbox
         self.sink = sink
         self.store = store
@@ -194,7 +196,7 @@ class Checkpointer:
                     await self.outbox.recover(state.get("alerts_positions") or {})
             work.restored_offset = work.last_offset = offset
             # quiet since the restore, as far as this worker knows: windows may close by the wall clock
-            aggregate.clock.last_input_wall_ms = time.time_ns() // 1_000_000
+            aggregate.clock.last_input_wall_ms = self.clock_ms()
             log.info(
                 "restored %s[%d] at offset %d (watermark %s)", topic, partition, offset, aggregate.clock.watermark_ms
             )
@@ -223,7 +225,7 @@ class Checkpointer:
         while not self._stopping:
             await asyncio.sleep(interval_s)
             async with self._lock:
-                alerts = self._evaluate(time.time_ns() // 1_000_000)
+                alerts = self._evaluate(self.clock_ms())
                 if alerts and self.outbox is not None:
                     await self.outbox.publish(alerts)
 
@@ -252,7 +254,7 @@ class Checkpointer:
         async with self._lock:
             generation = self.generation
             started = time.perf_counter()
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = self.clock_ms()
             snapshots: list[tuple[str, int, bytes]] = []
             acks: list[Callable[[], object]] = []
             positions = self._alerts_positions()

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.errors import CitystreamError
+
 if TYPE_CHECKING:
     from streams.rules.alerts import AlertPolicy
 
@@ -25,7 +27,7 @@ ENV_PREFIX = "CITYSTREAM_"
 _HOST_PORT = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:\d{1,5}$")
 
 
-class ConfigError(Exception):
+class ConfigError(CitystreamError):
     """A setting is missing or wrong; the message says which variable and what to fix."""
 
 

@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.readings import District, Latitude, Longitude, LotId
+from streams.errors import CitystreamError
 
 
 class LotInfo(BaseModel):
@@ -45,7 +46,7 @@ class Registry(BaseModel):
 VARIABLE = "CITYSTREAM_REGISTRY"
 
 
-class RegistryError(Exception):
+class RegistryError(CitystreamError):
     """The registry file cannot be read or does not follow the contract's format."""
 
 

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import yaml
@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from schemas.codec import JSONDecodeError, dumps, loads
+from schemas.deadletter import DeadLetterReason
 from schemas.readings import SOURCE_TOPICS, EnvReading, ParkingReading, SourceKind, TaxiReading
 from schemas.timestamps import parse_rfc3339_ms
 from streams.tools.simulate import (
@@ -36,6 +37,7 @@ from streams.tools.simulate import (
     WARNING_RATE_BOUND,
     City,
     CityLayout,
+    IntendedReason,
     Message,
     MessageComposer,
     PartitionBatchSender,
@@ -501,6 +503,15 @@ def test_the_worker_decoder_agrees_with_every_intended_reason() -> None:
         assert len(decoded.readings) == message.readings + message.duplicates
         seen.update(reason for _, reason in got)
     assert seen == set(MESSAGE_REASONS)
+
+
+def test_the_intended_reasons_are_the_contracts_dead_letter_reasons() -> None:
+    contract = {reason.value for reason in DeadLetterReason}
+    # every reason a message can earn; processing_error is the worker's failure, not the message's
+    assert set(MESSAGE_REASONS) == contract - {DeadLetterReason.PROCESSING_ERROR.value}
+    assert set(ELEMENT_REASONS) <= set(MESSAGE_REASONS)
+    assert get_args(IntendedReason) == MESSAGE_REASONS
+    assert all(type(reason) is str for reason in MESSAGE_REASONS)  # the report counts plain strings
 
 
 def test_no_invalid_messages_or_duplicates_when_their_shares_are_zero() -> None:

@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.errors import CitystreamError
 
 if TYPE_CHECKING:
-    from streams.rules.alerts import AlertPolicy
+    from streams.rules.policy import AlertPolicy
 
 ENV_PREFIX = "CITYSTREAM_"
 
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     # CITYSTREAM_ALERT_THRESHOLDS='{"pm25_advisory_raise": 80, "station_offline_ms": 900000}'
     alert_thresholds: dict[str, float] = Field(
         default_factory=dict,
-        description="overrides of the alert rules' thresholds (names of streams.rules.alerts.AlertPolicy)",
+        description="overrides of the alert rules' thresholds (names of streams.rules.policy.AlertPolicy)",
     )
 
     # InfluxDB writes
@@ -234,7 +234,7 @@ class Settings(BaseSettings):
     @field_validator("alert_thresholds")
     @classmethod
     def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
-        from streams.rules.alerts import AlertPolicy
+        from streams.rules.policy import AlertPolicy
 
         known = set(AlertPolicy.__dataclass_fields__)
         unknown = sorted(set(value) - known)
@@ -247,7 +247,7 @@ class Settings(BaseSettings):
         return value
 
     def alert_policy(self) -> AlertPolicy:
-        from streams.rules.alerts import AlertPolicy
+        from streams.rules.policy import AlertPolicy
 
         fields = AlertPolicy.__dataclass_fields__
         return AlertPolicy(

@@ -25,8 +25,8 @@ from schemas.readings import Reading, SourceKind
 from streams.core.ingest import SourceStream
 from streams.core.registry import Registry
 from streams.core.windows import SourceGate, WindowedAggregate, WindowPolicy
-from streams.rules.alerts import AlertPolicy
 from streams.rules.partition import PartitionRules
+from streams.rules.policy import AlertPolicy
 
 R = TypeVar("R", bound=Reading)
 

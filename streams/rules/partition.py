@@ -15,16 +15,12 @@ from typing import Any
 
 from schemas.alert import Alert
 from streams.core.windows import MergeProgress, WindowedAggregate
-from streams.rules.alerts import (
-    PARKING,
-    STATION,
-    AlertBook,
-    AlertPolicy,
-    CellRules,
-    DeviceRules,
-    LotRules,
-    StationAirRules,
-)
+from streams.rules.air import StationAirRules
+from streams.rules.book import AlertBook
+from streams.rules.cells import CellRules
+from streams.rules.devices import DeviceRules
+from streams.rules.lots import LotRules
+from streams.rules.policy import PARKING, STATION, AlertPolicy
 
 # a partition whose newest message is this recent, or which has had nothing new for this long, has
 # caught up with its input: only then can silence be told from a backlog

@@ -23,7 +23,7 @@ from schemas.readings import SourceKind
 from streams.clients.influx import REJECTED_REASONS, WRITE_SECONDS_BUCKETS
 from streams.core.ingest import IngestStats
 from streams.core.windows import DUPLICATE, LATE, WindowedAggregate
-from streams.rules.alerts import KINDS as ALERT_KINDS
+from streams.rules.policy import KINDS as ALERT_KINDS
 from streams.runtime.checkpoint import PartitionWork
 from streams.runtime.outbox import AlertOutbox
 from streams.runtime.sink import PointSink, WriteProblem

@@ -32,10 +32,10 @@ from streams.core.ingest import Ingestor, SourceStream
 from streams.core.registry import load_registry
 from streams.core.windows import FOLDED, MergeProgress, WindowedAggregate, WindowPolicy
 from streams.kinds import KINDS, SensorKind
-from streams.rules.alerts import alert_line_ns
 from streams.rules.partition import (
     PartitionRules,
 )
+from streams.rules.points import alert_line_ns
 from streams.runtime.app import build_app
 from streams.runtime.checkpoint import Checkpointer, PartitionWork
 from streams.runtime.logs import configure_logging, logging_config
@@ -49,6 +49,9 @@ from streams.settings import (
 )
 
 log = logging.getLogger("citystream.worker")
+
+# what a handler does with one message not yet in its partition's state
+Apply = Callable[[SourceMessage, bytes | None, PartitionWork], Awaitable[None]]
 
 FORWARD_INTERVAL_S = 0.2
 ALERT_RULES_INTERVAL_S = 0.2
@@ -131,7 +134,7 @@ class Runtime:
         )
         self.ingestor = Ingestor(self.registry, self.limits)
         self.alert_policy = settings.alert_policy()
-        # alerts are written with nanosecond times: see streams.rules.alerts (two subjects, one window end)
+        # alerts are written with nanosecond times: see streams.rules.points (two subjects, one window end)
         self.alerts_sink = PointSink(
             make_writer(settings, precision="ns"),
             batch_size=settings.write_batch_size,
@@ -319,47 +322,26 @@ class Runtime:
             **options,
         )
 
-    def _restorer(self) -> Callable[[list[Message]], Awaitable[None]]:
-        works, checkpointer = self.checkpointer.works, self.checkpointer
+    def _handler(self, apply: Apply) -> Callable[[list[Message]], Awaitable[None]]:
+        """The handler of a topic's fetched messages: each message not yet in its partition's state
+        goes through ``apply``, then waits for its ack until the checkpoint that makes it durable.
 
-        async def restore_first(messages: list[Message]) -> None:
-            """The partitions of a fetch seen for the first time: their snapshots read together."""
+        Acks are manual: a message is acknowledged (and its offset committed) by the checkpoint that
+        made its points, dead letters, forwarded readings and state durable. Between two awaits
+        nothing else runs: a checkpoint sees a message either not processed or processed with its
+        points in the sink. Should ``apply`` raise (a bug), the message is dead-lettered
+        (:meth:`processing_failed`) and the partition goes on.
+        """
+        app, checkpointer, sink = self.app, self.checkpointer, self.sink
+        works = checkpointer.works
+
+        async def handle(messages: list[Message]) -> None:
+            ack = app.consumer.ack
+            generation = checkpointer.generation
+            # the partitions of a fetch seen for the first time: their snapshots read together
             new = {(m.topic, m.partition) for m in messages if (m.topic, m.partition) not in works}
             if new:
                 await checkpointer.prepare(new)
-
-        return restore_first
-
-    def _attach_source(
-        self, stream: SourceStream[Any], then: Callable[[list[Any], PartitionWork, int, int], list[Alert]]
-    ) -> None:
-        app, ingestor, sink, checkpointer, outbox = self.app, self.ingestor, self.sink, self.checkpointer, self.outbox
-        works, ingest, restore_first = checkpointer.works, ingestor.ingest, self._restorer()
-
-        async def process(source: SourceMessage, value: bytes | None, work: PartitionWork, generation: int) -> bool:
-            """Points, dead letters, forwarded readings and alerts of one message; False if a
-            rebalance came meanwhile."""
-            outcome = ingest(stream, source, value)
-            waits = [
-                await app.producer.send(DEADLETTER_TOPIC, key, letter, None, None, None)
-                for key, letter in outcome.dead_letters
-            ]
-            sink.add(outcome.lines, waits=waits)
-            if outcome.readings:
-                alerts = then(outcome.readings, work, source.offset, source.timestamp_ms or wall_ms())
-                if alerts:
-                    await outbox.publish(alerts)
-                    return generation == checkpointer.generation
-            return True
-
-        async def ingest_batch(messages: list[Message]) -> None:
-            # acks are manual: a message is acknowledged (and its offset committed) by the checkpoint
-            # that made its points, dead letters, forwarded readings and state durable. Between two
-            # awaits nothing else runs: a checkpoint sees a message either not processed or processed
-            # with its points in the sink.
-            ack = app.consumer.ack
-            generation = checkpointer.generation
-            await restore_first(messages)
             for message in messages:
                 topic, partition, offset = message.topic, message.partition, message.offset
                 work = works.get((topic, partition))
@@ -371,55 +353,52 @@ class Runtime:
                 if not work.already_applied(offset):
                     source = SourceMessage(topic, partition, offset, message.key, sent_ms)
                     try:
-                        if not await process(source, message.value, work, generation):
-                            return
-                    except Exception as exc:  # a bug must not stop the partition: see processing_failed
+                        await apply(source, message.value, work)
+                    except Exception as exc:  # a bug must not stop the partition
                         await self.processing_failed(source, message.value, exc)
+                    if generation != checkpointer.generation:
+                        return
                 # the message waits for its ack until the next checkpoint: without its bytes
                 message.key = message.value = None
                 work.processed(offset, partial(ack, message), sent_ms, wall_ms())
             await sink.wait_for_room()
 
-        app.batch_topic(self._topic(stream.topic), ingest_batch)
+        return handle
+
+    def _attach_source(
+        self, stream: SourceStream[Any], then: Callable[[list[Any], PartitionWork, int, int], list[Alert]]
+    ) -> None:
+        """A source topic: judge each message, write raw points and dead letters, then fold or forward."""
+        app, sink, outbox, ingest = self.app, self.sink, self.outbox, self.ingestor.ingest
+
+        async def process(source: SourceMessage, value: bytes | None, work: PartitionWork) -> None:
+            outcome = ingest(stream, source, value)
+            waits = [
+                await app.producer.send(DEADLETTER_TOPIC, key, letter, None, None, None)
+                for key, letter in outcome.dead_letters
+            ]
+            sink.add(outcome.lines, waits=waits)
+            if outcome.readings:
+                alerts = then(outcome.readings, work, source.offset, source.timestamp_ms or wall_ms())
+                if alerts:
+                    await outbox.publish(alerts)
+
+        app.batch_topic(self._topic(stream.topic), self._handler(process))
 
     def _attach_internal(self, topic_name: str, record_type: Any) -> None:
-        app, checkpointer, sink = self.app, self.checkpointer, self.sink
-        works, restore_first = checkpointer.works, self._restorer()
+        """An internal topic: forwarded records and heartbeats into the windows kept there."""
 
-        def apply_records(work: PartitionWork, value: bytes | None) -> None:
+        async def apply_records(source: SourceMessage, value: bytes | None, work: PartitionWork) -> None:
             assert work.aggregate is not None and work.progress is not None
             now = wall_ms()
             progress, apply = work.progress, work.aggregate.apply
-            for source, source_offset, index, watermark, *fields in decode_records(value or b""):
+            for source_partition, source_offset, index, watermark, *fields in decode_records(value or b""):
                 if index == HEARTBEAT:
-                    progress.heartbeat(source, watermark, fields[0])
-                elif progress.accept(source, source_offset, index, watermark, now):
+                    progress.heartbeat(source_partition, watermark, fields[0])
+                elif progress.accept(source_partition, source_offset, index, watermark, now):
                     apply(record_type(*fields), now)
 
-        async def aggregate_batch(messages: list[Message]) -> None:
-            ack = app.consumer.ack
-            generation = checkpointer.generation
-            await restore_first(messages)
-            for message in messages:
-                topic, partition, offset = message.topic, message.partition, message.offset
-                work = works.get((topic, partition))
-                if work is None:
-                    work = await checkpointer.work(topic, partition)
-                if generation != checkpointer.generation:
-                    return
-                sent_ms = int(message.timestamp * 1000) if message.timestamp else None
-                if not work.already_applied(offset):
-                    try:
-                        apply_records(work, message.value)
-                    except Exception as exc:  # a bug must not stop the partition: see processing_failed
-                        await self.processing_failed(
-                            SourceMessage(topic, partition, offset, message.key, sent_ms), message.value, exc
-                        )
-                message.key = message.value = None
-                work.processed(offset, partial(ack, message), sent_ms, wall_ms())
-            await sink.wait_for_room()
-
-        app.batch_topic(self._topic(topic_name, internal=False), aggregate_batch)
+        self.app.batch_topic(self._topic(topic_name, internal=False), self._handler(apply_records))
 
     async def processing_failed(self, source: SourceMessage, value: bytes | None, exc: Exception) -> None:
         """The last resort when the processor fails on a message (a bug): the message is dead-lettered

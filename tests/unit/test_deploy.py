@@ -27,8 +27,8 @@ from pydantic import SecretStr
 from schemas.readings import ENV_MEASUREMENTS
 from streams.core.cai import GRADES, INDEX_BANDS
 from streams.kinds.taxi import COUNTERS as TAXI_COUNTERS
-from streams.rules.alerts import ALERTS_MEASUREMENT
-from streams.rules.alerts import KINDS as ALERT_KINDS
+from streams.rules.points import ALERTS_MEASUREMENT
+from streams.rules.policy import KINDS as ALERT_KINDS
 from streams.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -833,7 +833,7 @@ FLUX_COLUMNS = frozenset({"_time", "_value", "_field", "_measurement", "_start",
 def test_layout_matches_the_points_the_worker_writes() -> None:
     """The layout above against real line protocol of the worker's own code."""
     from schemas.alert import Alert
-    from streams.rules.alerts import alert_line
+    from streams.rules.points import alert_line
 
     alert = Alert.model_validate(
         {

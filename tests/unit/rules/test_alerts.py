@@ -11,7 +11,13 @@ import pytest
 
 from schemas.alert import Alert
 from schemas.timestamps import parse_rfc3339_ms
-from streams.rules.alerts import (
+from streams.rules.air import StationAirRules
+from streams.rules.book import AlertBook
+from streams.rules.cells import CellRules
+from streams.rules.devices import DeviceRules
+from streams.rules.lots import LotRules
+from streams.rules.points import alert_line, alert_line_ns, alert_time_ms, alert_time_ns
+from streams.rules.policy import (
     BATTERY_LOW,
     DEVICE_OFFLINE,
     HOTSPOT,
@@ -23,16 +29,7 @@ from streams.rules.alerts import (
     PM25_ADVISORY,
     PM25_WARNING,
     ROAD_HAZARD,
-    AlertBook,
     AlertPolicy,
-    CellRules,
-    DeviceRules,
-    LotRules,
-    StationAirRules,
-    alert_line,
-    alert_line_ns,
-    alert_time_ms,
-    alert_time_ns,
 )
 
 MINUTE = 60_000

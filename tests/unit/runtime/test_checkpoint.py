@@ -17,7 +17,7 @@ from streams.clients.influx import WriteFailed
 from streams.core.registry import Registry
 from streams.core.windows import FOLDED, WindowPolicy
 from streams.kinds import environment
-from streams.rules.alerts import AlertPolicy
+from streams.rules.policy import AlertPolicy
 from streams.runtime.checkpoint import Checkpointer, decode_snapshot
 from streams.runtime.sink import PointSink
 

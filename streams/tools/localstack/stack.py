@@ -1,0 +1,180 @@
+"""``local up/down/status`` as a Python API: Tansu and InfluxDB started detached under one folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from streams.tools.localstack.errors import LocalStackError, PortInUseError
+from streams.tools.localstack.install import install_packages, missing_packages, tansu_binary
+from streams.tools.localstack.ports import port_is_free
+from streams.tools.localstack.process import ManagedService, ProcessRecord, record_alive
+from streams.tools.localstack.services import DEFAULT_DB, FACTORIES, create_database, influxdb, tansu
+
+DEFAULT_DIR = Path("var/local")
+DEFAULT_KAFKA_PORT = 9092
+DEFAULT_INFLUX_PORT = 8086
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """Where ``local_up`` left the services, and the settings the worker needs to reach them."""
+
+    dir: Path
+    bootstrap: str
+    influx_url: str
+    influx_db: str = DEFAULT_DB
+    started: tuple[str, ...] = ()
+    already_running: tuple[str, ...] = ()
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "CITYSTREAM_KAFKA_BOOTSTRAP": self.bootstrap,
+            "CITYSTREAM_INFLUX_URL": self.influx_url,
+            "CITYSTREAM_INFLUX_DB": self.influx_db,
+        }
+
+
+# (name, which is also the folder under --dir; kind)
+_LOCAL_SERVICES = (("kafka", "tansu"), ("influxdb", "influxdb"))
+
+
+def _local_services(root: Path, kafka_port: int, influx_port: int) -> list[ManagedService]:
+    return [
+        tansu(kafka_port, root / "kafka", detach=True),
+        influxdb(influx_port, root / "influxdb", detach=True),
+    ]
+
+
+def _recorded_services(
+    root: Path,
+) -> Iterator[tuple[str, ManagedService | None, ProcessRecord | None]]:
+    """Each local service, rebuilt from its pid file (None, None when there is none)."""
+    for name, kind in _LOCAL_SERVICES:
+        workdir = root / name
+        record = ProcessRecord.load(workdir / f"{name}.pid")
+        if record is None or record.kind != kind:
+            yield name, None, None
+            continue
+        port = int(record.address.rsplit(":", 1)[1])
+        yield name, FACTORIES[kind](port, workdir, detach=True), record
+
+
+def local_up(
+    dir: Path | str = DEFAULT_DIR,
+    kafka_port: int = DEFAULT_KAFKA_PORT,
+    influx_port: int = DEFAULT_INFLUX_PORT,
+    *,
+    install: bool = True,
+    database: str = DEFAULT_DB,
+    timeout: float = 60.0,
+    echo: Callable[[str], None] | None = None,
+) -> LocalStack:
+    """Start Tansu and InfluxDB detached under ``dir`` (unless already running there), create the
+    database, and return where they are. Idempotent. Raises LocalStackError (or a subclass) with a
+    message for the user when a binary is missing, a port is taken, or a service does not start.
+    """
+    say = echo or (lambda _message: None)
+    root = Path(dir).resolve()
+    tansu_binary()  # fail early with the pip hint
+    if install and missing_packages():
+        say("InfluxDB is not installed; installing Debian's influxdb package")
+        install_packages(echo=say)
+    services = _local_services(root, kafka_port, influx_port)
+    started: list[ManagedService] = []
+    already: list[str] = []
+    try:
+        for service in services:
+            record = service.record()
+            if record is not None:
+                if record.address != service.address:
+                    raise LocalStackError(
+                        f"{service.name} is already running from {root} on {record.address} "
+                        f"(pid {record.pid}), not on {service.address}: run "
+                        f"`citystream local down --dir {root}` first, or ask for the same port"
+                    )
+                service.wait_ready(timeout)
+                already.append(service.name)
+                say(f"{service.name}: already running on {service.address} (pid {record.pid})")
+                continue
+            if not port_is_free(service.port):
+                option = "--kafka-port" if service.kind == "tansu" else "--influx-port"
+                extra = (
+                    " (perhaps the system's influxdb service: `systemctl stop influxdb`)"
+                    if service.kind == "influxdb"
+                    else ""
+                )
+                raise PortInUseError(
+                    f"port {service.address} is already in use by another process, not one "
+                    f"started from {root}{extra}; choose another port with {option}"
+                )
+            service.start(timeout)
+            started.append(service)
+            say(f"{service.name}: started on {service.address} (pid {service.pid})")
+        create_database(services[1].url, database)
+    except BaseException:
+        for service in started:  # leave nothing half-started behind
+            service.stop()
+        raise
+    return LocalStack(
+        dir=root,
+        bootstrap=services[0].address,
+        influx_url=services[1].url,
+        influx_db=database,
+        started=tuple(s.name for s in started),
+        already_running=tuple(already),
+        pids={s.name: pid for s in services if (pid := s.pid) is not None},
+    )
+
+
+def local_down(dir: Path | str = DEFAULT_DIR) -> dict[str, bool]:
+    """Stop what ``local_up`` started under ``dir``. Idempotent.
+
+    Returns {service name: whether it was running}.
+    """
+    root = Path(dir).resolve()
+    result: dict[str, bool] = {}
+    for name, service, _record in _recorded_services(root):
+        result[name] = service.stop() if service is not None else False
+    return result
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    pid: int | None
+    address: str | None
+    running: bool
+    answering: bool
+    log: Path | None
+
+    @property
+    def state(self) -> str:
+        if self.running:
+            return "running, answering" if self.answering else "running, NOT answering"
+        return "stopped"
+
+
+def local_status(dir: Path | str = DEFAULT_DIR) -> list[ServiceStatus]:
+    """The state of each service ``local_up`` manages under ``dir``."""
+    root = Path(dir).resolve()
+    statuses = []
+    for name, service, record in _recorded_services(root):
+        if service is None or record is None:
+            statuses.append(ServiceStatus(name, None, None, False, False, None))
+            continue
+        running = record_alive(record)
+        statuses.append(
+            ServiceStatus(
+                name=name,
+                pid=record.pid if running else None,
+                address=service.url if service.kind != "tansu" else service.address,
+                running=running,
+                answering=running and service.is_answering(),
+                log=service.log_path,
+            )
+        )
+    return statuses

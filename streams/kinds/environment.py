@@ -14,6 +14,7 @@ from streams.core.lineprotocol import escape_string_field, escape_tag, format_fl
 from streams.core.registry import Registry
 from streams.core.windows import Stats, WindowedAggregate, WindowPolicy, window_start
 from streams.kinds.spec import SensorKind
+from streams.rules.finals import StationHour
 from streams.rules.partition import StationPartitionRules
 
 UNKNOWN_DISTRICT: Final = "unknown"
@@ -167,7 +168,7 @@ class StationAggregate(WindowedAggregate):
         self.dirty_hours.clear()
         return lines
 
-    def _finals(self, after_ms: int | None, until_ms: int) -> list[Any]:
+    def _finals(self, after_ms: int | None, until_ms: int) -> list[StationHour]:
         """Final hourly windows: (device_id, district, start, end, hourly means of PM2.5, PM10 and O3)."""
         size = self.policy.long_ms
         finals = sorted(
@@ -176,7 +177,7 @@ class StationAggregate(WindowedAggregate):
             if start + size <= until_ms and (after_ms is None or start + size > after_ms)
         )
         return [
-            (
+            StationHour(
                 key[0],
                 key[1],
                 start,

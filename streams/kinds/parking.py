@@ -15,6 +15,7 @@ from streams.core.lineprotocol import escape_tag, format_float
 from streams.core.registry import Registry
 from streams.core.windows import WindowedAggregate, WindowPolicy, window_start
 from streams.kinds.spec import Merge, SensorKind
+from streams.rules.finals import LotMinute
 from streams.rules.partition import LotPartitionRules, SpotPartitionRules
 
 
@@ -140,7 +141,7 @@ class ParkingLotAggregate(WindowedAggregate):
         capacity = self.registry.lot_capacity(lot_id) or known or 1
         return occupied, known, capacity, occupied / capacity
 
-    def _finals(self, after_ms: int | None, until_ms: int) -> list[Any]:
+    def _finals(self, after_ms: int | None, until_ms: int) -> list[LotMinute]:
         size = self.policy.short_ms
         finals = [
             (start + size, lot_id, start)
@@ -149,7 +150,7 @@ class ParkingLotAggregate(WindowedAggregate):
             if start + size <= until_ms and (after_ms is None or start + size > after_ms)
         ]
         finals.sort()
-        return [(lot_id, start, end, self.occupancy(lot_id, end)[3]) for end, lot_id, start in finals]
+        return [LotMinute(lot_id, start, end, self.occupancy(lot_id, end)[3]) for end, lot_id, start in finals]
 
     def _evict(self, horizon_ms: int) -> None:
         size = self.policy.short_ms

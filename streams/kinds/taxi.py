@@ -17,6 +17,7 @@ from streams.core.lineprotocol import escape_tag, format_float
 from streams.core.registry import Registry
 from streams.core.windows import Stats, WindowedAggregate, WindowPolicy, window_start
 from streams.kinds.spec import Merge, SensorKind
+from streams.rules.finals import CellMinute
 from streams.rules.partition import CellPartitionRules
 
 H3_RESOLUTION: Final = 9
@@ -155,7 +156,7 @@ class TaxiCellAggregate(WindowedAggregate):
         self.dirty.clear()
         return lines
 
-    def _finals(self, after_ms: int | None, until_ms: int) -> list[Any]:
+    def _finals(self, after_ms: int | None, until_ms: int) -> list[CellMinute]:
         size = self.policy.short_ms
         finals = [
             (start + size, cell, start, window.collisions, window.hazards)
@@ -163,7 +164,7 @@ class TaxiCellAggregate(WindowedAggregate):
             if start + size <= until_ms and (after_ms is None or start + size > after_ms)
         ]
         finals.sort(key=lambda item: (item[0], item[1]))
-        return [(cell, start, end, collisions, hazards) for end, cell, start, collisions, hazards in finals]
+        return [CellMinute(cell, start, end, collisions, hazards) for end, cell, start, collisions, hazards in finals]
 
     def _evict(self, horizon_ms: int) -> None:
         size = self.policy.short_ms

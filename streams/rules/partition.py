@@ -19,6 +19,7 @@ from streams.rules.air import StationAirRules
 from streams.rules.book import AlertBook
 from streams.rules.cells import CellRules
 from streams.rules.devices import DeviceRules
+from streams.rules.finals import CellMinute, LotMinute, StationHour
 from streams.rules.lots import LotRules
 from streams.rules.policy import PARKING, STATION, AlertPolicy
 
@@ -71,8 +72,9 @@ class StationPartitionRules(PartitionRules):
         self, aggregate: WindowedAggregate, progress: MergeProgress | None, caught_up: bool, now_ms: int
     ) -> list[Alert]:
         alerts = []
-        for device_id, _district, start, end, means in aggregate.finalize(now_ms):
-            alerts += self.air.on_final_hour(self.book, device_id, start, end, means, now_ms)
+        hour: StationHour
+        for hour in aggregate.finalize(now_ms):
+            alerts += self.air.on_final_hour(self.book, hour.device_id, hour.start_ms, hour.end_ms, hour.means, now_ms)
         if caught_up:
             alerts += self.devices.check_offline(self.book, now_ms, now_ms)
         return alerts
@@ -118,8 +120,11 @@ class CellPartitionRules(PartitionRules):
     ) -> list[Alert]:
         watermark = progress.watermark_ms(now_ms) if progress is not None else None
         alerts = []
-        for cell, start, end, collisions, hazards in aggregate.finalize(now_ms, watermark):
-            alerts += self.cells.on_final_minute(self.book, cell, start, end, collisions, hazards, now_ms)
+        minute: CellMinute
+        for minute in aggregate.finalize(now_ms, watermark):
+            alerts += self.cells.on_final_minute(
+                self.book, minute.cell, minute.start_ms, minute.end_ms, minute.collisions, minute.hazards, now_ms
+            )
         if aggregate.final_until_ms is not None:
             alerts += self.cells.on_frontier(self.book, aggregate.final_until_ms, now_ms)
         return alerts
@@ -141,6 +146,7 @@ class LotPartitionRules(PartitionRules):
     ) -> list[Alert]:
         watermark = progress.watermark_ms(now_ms) if progress is not None else None
         alerts = []
-        for lot_id, start, end, occupancy in aggregate.finalize(now_ms, watermark):
-            alerts += self.lots.on_final_minute(self.book, lot_id, start, end, occupancy, now_ms)
+        lot: LotMinute
+        for lot in aggregate.finalize(now_ms, watermark):
+            alerts += self.lots.on_final_minute(self.book, lot.lot_id, lot.start_ms, lot.end_ms, lot.occupancy, now_ms)
         return alerts

@@ -1,4 +1,5 @@
-"""Writing line protocol to InfluxDB: the v1 ``/write`` API and the v2 API (influxdb-client).
+"""Writing line protocol to InfluxDB: the v1 ``/write`` API and the v2 API (influxdb-client); reading
+it back with InfluxQL over ``/query`` (:class:`InfluxQLReader`, for the tools).
 
 A writer sends one batch and says whether it was stored, rejected for good, or failed in a way
 worth retrying; :class:`streams.runtime.sink.PointSink` buffers points, retries and tells when a
@@ -21,9 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import logging
 import re
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -311,3 +316,51 @@ async def wait_until_ready(writer: InfluxWriter, timeout_s: float) -> None:
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
     await writer.prepare()
+
+
+class InfluxQueryError(Exception):
+    """An InfluxQL query InfluxDB did not answer, or refused; the message names the setting to check."""
+
+
+class InfluxQLReader:
+    """InfluxQL over ``GET /query`` (synchronous, urllib): InfluxDB 1.x, and 2.x/3.x through their v1
+    compatibility API, which needs the token (sent as ``Authorization: Token ...``, as the v1 writer
+    does) and a DBRP mapping of the database name to a bucket."""
+
+    def __init__(self, url: str, database: str, token: SecretStr | str | None = None, timeout_s: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.database = database
+        self._token = token.get_secret_value() if isinstance(token, SecretStr) else token
+        self.timeout_s = timeout_s
+
+    def query(self, statement: str) -> list[dict[str, Any]]:
+        """The series of one statement's result, times in epoch milliseconds; InfluxQueryError otherwise."""
+        where = display_url(self.url)
+        params = urllib.parse.urlencode({"db": self.database, "q": statement, "epoch": "ms"})
+        request = urllib.request.Request(f"{self.url}/query?{params}")
+        if self._token:
+            request.add_header("Authorization", f"Token {self._token}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                document = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace").strip()[:500]
+            hint = " (check CITYSTREAM_INFLUX_TOKEN)" if exc.code in (401, 403) else ""
+            raise InfluxQueryError(f"InfluxDB at {where} answered {exc.code}{hint}: {detail}") from None
+        except (OSError, ValueError) as exc:
+            raise InfluxQueryError(
+                f"InfluxDB at {where} is not reachable ({exc}); check CITYSTREAM_INFLUX_URL"
+            ) from None
+        if "error" in document:
+            raise InfluxQueryError(f"InfluxDB refused the query: {document['error']}")
+        result = document["results"][0]
+        if "error" in result:
+            error = str(result["error"])
+            if error.startswith("database not found"):
+                raise InfluxQueryError(f"InfluxDB at {where}: {error}; check CITYSTREAM_INFLUX_DB")
+            raise InfluxQueryError(f"InfluxDB refused the query: {error}\n  {statement}")
+        if result.get("partial"):
+            raise InfluxQueryError(
+                "InfluxDB truncated a result (max-row-limit); choose a shorter range\n  " + statement
+            )
+        return list(result.get("series", []))

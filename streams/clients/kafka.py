@@ -1,4 +1,5 @@
-"""The contract's topics, and creating the missing ones (the broker is never asked to auto-create)."""
+"""The contract's topics, creating the missing ones (the broker is never asked to auto-create), and reading
+a range of them without a consumer group (:func:`read_range`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -25,7 +27,7 @@ DEADLETTER_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class BrokerUnavailable(Exception):
-    """The Kafka bootstrap servers did not answer within the startup timeout."""
+    """The Kafka bootstrap servers did not answer (within the startup timeout, when there is one)."""
 
 
 @dataclass(frozen=True)
@@ -88,33 +90,155 @@ async def partition_counts(
         await admin.close()
 
 
-async def records_since(
-    bootstrap_servers: list[str] | str,
-    start: Mapping[TopicPartition, int],
-    quiet_s: float = 1.0,
-    **client_options: object,
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """The records of the given partitions from the given offsets on, read until none comes for ``quiet_s``.
+class TopicNotFound(Exception):
+    """A topic the broker does not know (the worker creates the contract's topics when it starts)."""
 
-    (Not until the end offsets: the local broker, Tansu, reports a partition's end as its last
-    batch's first offset + 1.) ``client_options`` are more aiokafka arguments, such as the security
-    ones of :func:`streams.settings.kafka_client_kwargs`.
+
+@contextlib.asynccontextmanager
+async def _reader(
+    bootstrap_servers: list[str] | str, start_timeout_s: float | None, client_options: Mapping[str, Any]
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer without a consumer group (it never commits, nor moves anyone's offsets).
+
+    A broker that does not answer raises :class:`BrokerUnavailable` (after ``start_timeout_s``, when
+    given) naming why.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False, **client_options
     )
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
-        consumer.assign(list(start))
-        for tp, offset in start.items():
-            consumer.seek(tp, offset)
-        while batches := await consumer.getmany(timeout_ms=int(quiet_s * 1000)):
-            for batch in batches.values():
-                records.extend(batch)
+        if start_timeout_s is None:
+            await consumer.start()
+        else:
+            await asyncio.wait_for(consumer.start(), start_timeout_s)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        await consumer.stop()
+        raise BrokerUnavailable(str(exc) or type(exc).__name__) from exc
+    try:
+        yield consumer
     finally:
         await consumer.stop()
-    return records
+
+
+async def _partitions(
+    consumer: AIOKafkaConsumer, topics: Sequence[str], partitions: Iterable[int] | None
+) -> list[TopicPartition]:
+    """The partitions of ``topics`` (only those numbered ``partitions``, when given); TopicNotFound for an
+    unknown topic."""
+    if any(consumer.partitions_for_topic(topic) is None for topic in topics):
+        await consumer.topics()  # refresh the metadata once: a new client may not have it yet
+    found: list[TopicPartition] = []
+    for topic in topics:
+        known = consumer.partitions_for_topic(topic)
+        if not known:
+            raise TopicNotFound(topic)
+        wanted = known if partitions is None else known & set(partitions)
+        found += [TopicPartition(topic, p) for p in sorted(wanted)]
+    return found
+
+
+def _topic_list(topics: str | Sequence[str]) -> list[str]:
+    return [topics] if isinstance(topics, str) else list(topics)
+
+
+async def topic_end_offsets(
+    bootstrap_servers: list[str] | str,
+    topics: str | Sequence[str],
+    *,
+    partitions: Iterable[int] | None = None,
+    start_timeout_s: float | None = None,
+    **client_options: Any,
+) -> dict[TopicPartition, int]:
+    """The end offsets of the topics' partitions now (where the next record of each will land).
+
+    ``client_options`` are more aiokafka arguments, such as the security ones of
+    :func:`streams.settings.kafka_client_kwargs`.
+    """
+    async with _reader(bootstrap_servers, start_timeout_s, client_options) as consumer:
+        tps = await _partitions(consumer, _topic_list(topics), partitions)
+        return dict(await consumer.end_offsets(tps)) if tps else {}
+
+
+async def read_range(
+    bootstrap_servers: list[str] | str,
+    topics: str | Sequence[str],
+    *,
+    partitions: Iterable[int] | None = None,
+    start_offsets: Mapping[TopicPartition, int] | None = None,
+    stop_offsets: Mapping[TopicPartition, int] | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    quiet_s: float = 2.0,
+    max_records: int | None = None,
+    max_partition_fetch_bytes: int = 1024 * 1024,
+    start_timeout_s: float | None = None,
+    **client_options: Any,
+) -> AsyncGenerator[list[ConsumerRecord[bytes, bytes]], None]:
+    """The records of a range of topic partitions, without a consumer group, as the batches fetched.
+
+    Each batch holds records of one partition in offset order. What is read:
+
+    * partitions: those numbered ``partitions`` of each topic, else those of ``start_offsets``,
+      else all of them; an unknown topic raises :class:`TopicNotFound`;
+    * from: the partition's first offset, or ``start_offsets[tp]`` when later, or the first offset
+      whose timestamp is at or after ``since_ms`` when later still (a partition with no such record
+      is not read);
+    * until: the end offsets seen at the start (``stop_offsets[tp]`` instead, when given), or, with
+      ``until_ms``, the first record whose timestamp is at or after it (that record and the
+      partition's later ones are left out), or nothing fetched for ``quiet_s``.
+
+    A partition ends once its position reaches its stop offset; records fetched with the last
+    batch beyond it are kept (the local broker, Tansu, reports a partition's end as its last
+    batch's first offset + 1: the whole last batch arriving together makes up for it). A broker that
+    does not answer raises :class:`BrokerUnavailable`; other Kafka errors pass through.
+    ``client_options`` are more aiokafka arguments, such as the security ones of
+    :func:`streams.settings.kafka_client_kwargs`. Close the iterator (``contextlib.aclosing``) when
+    leaving it early, so that the consumer stops at once.
+    """
+    options = {"max_partition_fetch_bytes": max_partition_fetch_bytes, **client_options}
+    async with _reader(bootstrap_servers, start_timeout_s, options) as consumer:
+        if partitions is None and start_offsets is not None:
+            partitions_of = {tp.partition for tp in start_offsets}
+            tps = [tp for tp in await _partitions(consumer, _topic_list(topics), partitions_of) if tp in start_offsets]
+        else:
+            tps = await _partitions(consumer, _topic_list(topics), partitions)
+        if not tps:
+            return
+        start = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            start[tp] = max(start[tp], (start_offsets or {}).get(tp, 0))
+        if since_ms is not None:
+            found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            for tp in tps:
+                at = found.get(tp)
+                start[tp] = max(start[tp], at.offset if at is not None else ends[tp])
+        stop = {tp: (stop_offsets or {}).get(tp, ends[tp]) for tp in tps}
+        reading = {tp for tp in tps if start[tp] < stop[tp]}
+        if not reading:
+            return
+        consumer.assign(sorted(reading))
+        for tp in reading:
+            consumer.seek(tp, start[tp])
+        while reading:
+            batches = await consumer.getmany(*reading, timeout_ms=int(quiet_s * 1000), max_records=max_records)
+            if not batches:
+                break  # quiet
+            for tp, records in batches.items():
+                if tp not in reading:
+                    continue
+                if until_ms is not None:
+                    late = next((i for i, r in enumerate(records) if (r.timestamp or 0) >= until_ms), None)
+                    if late is not None:
+                        records = records[:late]
+                        reading.discard(tp)
+                        consumer.pause(tp)
+                if records:
+                    yield records
+            for tp in list(reading):
+                if await consumer.position(tp) >= stop[tp]:
+                    reading.discard(tp)
+                    consumer.pause(tp)
 
 
 def _security_hint(client_options: Mapping[str, object]) -> str:

@@ -19,11 +19,11 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from schemas import codec
 from schemas.alert import Alert
-from streams.clients.kafka import records_since
+from streams.clients.kafka import read_range, topic_end_offsets
 from streams.runtime.sink import PointSink
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,10 @@ class AlertOutbox:
 
     async def start(self) -> None:
         """Learn the alerts topic's current end offsets: the positions before any alert of ours."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap_servers, group_id=None, **self.client_options)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
-            ends = await consumer.end_offsets(tps)
-            self.positions = {tp.partition: max(0, end - 1) for tp, end in ends.items()}
-        finally:
-            await consumer.stop()
+        ends = await topic_end_offsets(
+            self._bootstrap_servers, self.topic, partitions=range(self.partitions), **self.client_options
+        )
+        self.positions = {tp.partition: max(0, end - 1) for tp, end in ends.items()}
 
     async def publish(self, alerts: Iterable[Alert]) -> None:
         for alert in alerts:
@@ -144,6 +140,10 @@ class AlertOutbox:
             return
         async with self._lock:
             start = {TopicPartition(self.topic, int(p)): offset for p, offset in positions.items()}
-            for record in await records_since(self._bootstrap_servers, start, quiet_s, **self.client_options):
-                document = codec.loads(record.value)
-                self.already_published.add((document["alert_id"], document["status"]))
+            batches = read_range(
+                self._bootstrap_servers, self.topic, start_offsets=start, quiet_s=quiet_s, **self.client_options
+            )
+            async for batch in batches:
+                for record in batch:
+                    document = codec.loads(record.value)
+                    self.already_published.add((document["alert_id"], document["status"]))

@@ -38,16 +38,16 @@ from typing import Any
 
 import click
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from schemas.readings import SOURCE_TOPICS, EnvReading, ParkingReading, SourceKind, TaxiReading
-from streams.clients.kafka import contract_topics, ensure_topics
+from streams.clients.influx import InfluxQLReader
+from streams.clients.kafka import contract_topics, ensure_topics, read_range
 from streams.tools import localstack
-from streams.tools.demo import influx_series
 from streams.tools.localstack import ManagedService, free_port
 from streams.tools.soak import rss_mb
 from streams.tools.workerprocess import WorkerProcess
@@ -174,7 +174,7 @@ def batch_messages(readings: int, batch_size: int, start_ms: int, span_ms: int, 
 
 
 def influx_query(url: str, query: str) -> list[dict[str, Any]]:
-    return influx_series(url, DATABASE, query, timeout_s=60)
+    return InfluxQLReader(url, DATABASE, timeout_s=60).query(query)
 
 
 def raw_points(url: str) -> int:
@@ -281,31 +281,26 @@ async def produce_all(bootstrap: str, messages: Iterator[Message], on_sent: Call
 
 async def baseline(bootstrap: str, readings: int, timeout_s: float = 300) -> float:
     """Readings/s of aiokafka getmany + orjson + pydantic over the source topics, from the start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for topic in MODELS for p in range(PARTITIONS)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        loads, validators = orjson.loads, {topic: model.model_validate for topic, model in MODELS.items()}
-        seen, started = 0, None
-        deadline = time.monotonic() + timeout_s
-        while seen < readings and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            if started is None and batches:
+    loads, validators = orjson.loads, {topic: model.model_validate for topic, model in MODELS.items()}
+    seen, started = 0, None
+    deadline = time.monotonic() + timeout_s
+    # every reading is on the topics already: the read ends at their end offsets (quiet_s only guards a stall)
+    batches = read_range(bootstrap, list(MODELS), partitions=range(PARTITIONS), quiet_s=30, max_records=10_000)
+    async with contextlib.aclosing(batches):
+        async for records in batches:
+            if started is None:
                 started = time.perf_counter()
-            for tp, records in batches.items():
-                validate = validators[tp.topic]
-                for record in records:
-                    document = loads(record.value)
-                    for reading in document.get("batch", (document,)):
-                        validate(reading)
-                        seen += 1
-        if started is None or seen < readings:
-            raise RuntimeError(f"the baseline read {seen} of {readings} readings")
-        return readings / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
+            validate = validators[records[0].topic]
+            for record in records:
+                document = loads(record.value)
+                for reading in document.get("batch", (document,)):
+                    validate(reading)
+                    seen += 1
+            if seen >= readings or time.monotonic() >= deadline:
+                break
+    if started is None or seen < readings:
+        raise RuntimeError(f"the baseline read {seen} of {readings} readings")
+    return readings / (time.perf_counter() - started)
 
 
 @dataclass

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,47 +15,34 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.readings import SOURCE_TOPICS
-from streams.clients.kafka import ALERTS_TOPIC, DEADLETTER_TOPIC, contract_topics, ensure_topics, records_since
+from streams.clients.influx import InfluxQLReader
+from streams.clients.kafka import (
+    ALERTS_TOPIC,
+    DEADLETTER_TOPIC,
+    contract_topics,
+    ensure_topics,
+    read_range,
+    topic_end_offsets,
+)
 from streams.tools.localstack import LocalStackError, free_port, local_up
 from streams.tools.workerprocess import WorkerProcess
 
 RAW_MEASUREMENTS = {"taxi_adas": "speed_kmh", "parking": "occupied", "environment": None}
 
 
-def influx_series(url: str, database: str, query: str, timeout_s: float = 30) -> list[dict[str, Any]]:
-    """The series an InfluxQL query returns (times in epoch milliseconds); an error raises."""
-    params = urllib.parse.urlencode({"db": database, "q": query, "epoch": "ms"})
-    with urllib.request.urlopen(f"{url}/query?{params}", timeout=timeout_s) as response:
-        result = json.loads(response.read())["results"][0]
-    if "error" in result:
-        raise RuntimeError(result["error"])
-    return list(result.get("series", []))
-
-
 def count_points_since(url: str, database: str, since_ms: int) -> dict[str, int]:
     """Points per raw measurement with a timestamp at or after ``since_ms``."""
+    influx = InfluxQLReader(url, database, timeout_s=30)
     counts = {}
     for measurement, field in RAW_MEASUREMENTS.items():
         if field is None:
             # an environment point carries some of the measurements: count rows, not one field
-            series = influx_series(url, database, f'SELECT * FROM "{measurement}" WHERE time >= {since_ms}ms')
+            series = influx.query(f'SELECT * FROM "{measurement}" WHERE time >= {since_ms}ms')
             counts[measurement] = sum(len(s["values"]) for s in series)
         else:
-            query = f'SELECT count("{field}") FROM "{measurement}" WHERE time >= {since_ms}ms'
-            series = influx_series(url, database, query)
+            series = influx.query(f'SELECT count("{field}") FROM "{measurement}" WHERE time >= {since_ms}ms')
             counts[measurement] = int(series[0]["values"][0][1]) if series else 0
     return counts
-
-
-async def topic_end_offsets(bootstrap: str, topics: list[str], **client_options: Any) -> dict[TopicPartition, int]:
-    # client_options: streams.settings.kafka_client_kwargs; none for the local stack (plaintext)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **client_options)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
-        return dict(await consumer.end_offsets(partitions))
-    finally:
-        await consumer.stop()
 
 
 async def committed_lag(bootstrap: str, group: str, topics: list[str], **client_options: Any) -> int:
@@ -77,20 +61,26 @@ async def committed_lag(bootstrap: str, group: str, topics: list[str], **client_
         await consumer.stop()
 
 
-async def dead_letters_since(bootstrap: str, start: dict[TopicPartition, int], since_ms: int) -> Counter[str]:
-    """Dead letters per reason published at or after ``since_ms``, read from the ``start`` offsets on.
+async def published_since(
+    bootstrap: str, topic: str, start: dict[TopicPartition, int], since_ms: int
+) -> list[dict[str, Any]]:
+    """The JSON documents published on ``topic`` at or after ``since_ms``, read from the ``start`` offsets on.
 
-    ``start`` may lie a little before the first new dead letter (the local broker under-reports end
+    ``start`` may lie a little before the first new record (the local broker under-reports end
     offsets), hence the time filter.
     """
-    records = await records_since(bootstrap, start, quiet_s=2.0)
-    return Counter(orjson.loads(r.value)["reason"] for r in records if r.timestamp >= since_ms)
+    batches = read_range(bootstrap, topic, start_offsets=start, quiet_s=2.0)
+    return [orjson.loads(r.value) async for batch in batches for r in batch if r.timestamp >= since_ms]
+
+
+async def dead_letters_since(bootstrap: str, start: dict[TopicPartition, int], since_ms: int) -> Counter[str]:
+    """Dead letters per reason published at or after ``since_ms``."""
+    return Counter(d["reason"] for d in await published_since(bootstrap, DEADLETTER_TOPIC, start, since_ms))
 
 
 async def alerts_since(bootstrap: str, start: dict[TopicPartition, int], since_ms: int) -> Counter[str]:
     """Alerts per kind and status published at or after ``since_ms``."""
-    records = await records_since(bootstrap, start, quiet_s=2.0)
-    documents = [orjson.loads(r.value) for r in records if r.timestamp >= since_ms]
+    documents = await published_since(bootstrap, ALERTS_TOPIC, start, since_ms)
     return Counter(f"{d['kind']} {d['status']}" for d in documents)
 
 
@@ -99,12 +89,13 @@ AGGREGATE_MEASUREMENTS = ("taxi_adas_1m", "parking_1m", "environment_1m", "envir
 
 def count_aggregates_since(url: str, database: str, since_ms: int) -> dict[str, int]:
     """Window points per aggregate measurement whose window ends after ``since_ms``."""
+    influx = InfluxQLReader(url, database, timeout_s=30)
     counts = {}
     for measurement in AGGREGATE_MEASUREMENTS:
         size_ms = 3_600_000 if measurement.endswith("_1h") else 60_000
         start = since_ms - since_ms % size_ms
         field = "readings" if not measurement.startswith("parking") else "known_spots"
-        series = influx_series(url, database, f'SELECT count("{field}") FROM "{measurement}" WHERE time >= {start}ms')
+        series = influx.query(f'SELECT count("{field}") FROM "{measurement}" WHERE time >= {start}ms')
         counts[measurement] = int(series[0]["values"][0][1]) if series else 0
     return counts
 

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from click.testing import CliRunner, Result
 
 from schemas.readings import EnvReading
-from streams.clients.kafka import DEADLETTER_TOPIC, contract_topics, ensure_topics, partition_counts, records_since
+from streams.clients.kafka import DEADLETTER_TOPIC, contract_topics, ensure_topics, read_range
 from streams.core.decode import MAX_MESSAGE_BYTES, SourceMessage, dead_letter, decode_message, encode_dead_letter
 from streams.tools.deadletters import REPLAY_HEADER, deadletters_command
 from tests.integration.helpers import (
@@ -52,11 +52,10 @@ def listed(bootstrap: str, *args: str) -> list[dict[str, Any]]:
 
 
 def topic_records(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of a topic, read until quiet."""
+    """Every record of a topic, to its end offsets or until quiet."""
 
     async def read() -> list[ConsumerRecord[bytes, bytes]]:
-        partitions = (await partition_counts(bootstrap, [topic]))[topic]
-        return await records_since(bootstrap, {TopicPartition(topic, p): 0 for p in range(partitions)}, quiet_s=1.0)
+        return [record async for batch in read_range(bootstrap, topic, quiet_s=1.0) for record in batch]
 
     return asyncio.run(read())
 

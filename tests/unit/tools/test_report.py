@@ -30,7 +30,6 @@ from streams.tools.report import (
     label_offsets,
     latest_lot_spots,
     nearest_district,
-    parse_duration_ms,
     pm25_grade,
     render,
     resolve_range,
@@ -50,25 +49,23 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize(
-    ("text", "ms"),
+    ("since", "ms"),
     [
         ("90s", 90_000),
-        ("15m", 900_000),
-        ("1h", 3_600_000),
         ("1h30m", 5_400_000),
         ("2d", 172_800_000),
-        ("1.5h", 5_400_000),
+        ("1w", 7 * 86_400_000),  # as citystream deadletters --since takes it (streams.core.durations)
         (" 1H ", 3_600_000),
     ],
 )
-def test_durations(text: str, ms: int) -> None:
-    assert parse_duration_ms(text) == ms
+def test_since_takes_the_durations_of_every_tool(since: str, ms: int) -> None:
+    assert resolve_range(since, None, None, now_ms=T0) == TimeRange(T0 - ms, T0)
 
 
-@pytest.mark.parametrize("text", ["", "1", "h", "1w", "1h-5m", "0m", "-1h", "1 hour"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_duration_ms(text)
+@pytest.mark.parametrize("since", ["0m", "0s", "0h0m"])
+def test_since_must_be_longer_than_zero(since: str) -> None:
+    with pytest.raises(ReportError, match="the duration must be longer than zero"):
+        resolve_range(since, None, None, now_ms=T0)
 
 
 def test_range_since_ends_now() -> None:
@@ -488,3 +485,64 @@ def test_help_mentions_influxdb_2_compatibility() -> None:
     result = CliRunner().invoke(report.report_command, ["--help"])
     assert result.exit_code == 0
     assert "DBRP mapping" in result.output and "Authorization: Token" in result.output
+
+
+def test_dead_letters_are_read_with_the_kafka_security_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SASL in the settings, the report's dead-letter reader gets them, as every other Kafka client."""
+    import os
+    import urllib.request
+
+    import aiokafka
+    from aiokafka.errors import KafkaConnectionError
+
+    import streams.clients.kafka
+
+    for name in list(os.environ):
+        if name.startswith("CITYSTREAM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CITYSTREAM_KAFKA_BOOTSTRAP", "broker.example.org:9096")
+    monkeypatch.setenv("CITYSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("CITYSTREAM_KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")
+    monkeypatch.setenv("CITYSTREAM_KAFKA_SASL_USERNAME", "city")
+    monkeypatch.setenv("CITYSTREAM_KAFKA_SASL_PASSWORD", "Sasl-Pa55word-7f3a")
+
+    class Answer:  # an empty InfluxQL result for every query
+        def __enter__(self) -> Answer:
+            return self
+
+        def __exit__(self, *args: object) -> None:
+            return None
+
+        def read(self) -> bytes:
+            return b'{"results": [{"statement_id": 0}]}'
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *args, **kwargs: Answer())
+    consumers: list[dict[str, Any]] = []
+
+    class Consumer:  # records its arguments; the broker does not answer
+        def __init__(self, *topics: str, **kwargs: Any) -> None:
+            consumers.append(kwargs)
+
+        async def start(self) -> None:
+            raise KafkaConnectionError("no broker here")
+
+        async def stop(self) -> None:
+            return None
+
+    # the project's reader (streams.clients.kafka), and any consumer made straight from aiokafka
+    monkeypatch.setattr(streams.clients.kafka, "AIOKafkaConsumer", Consumer)
+    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", Consumer)
+    result = CliRunner().invoke(report.report_command, ["--since", "1h", "--out", str(tmp_path / "report")])
+    assert result.exit_code == 1, result.output
+    assert "not reachable" in result.output
+    assert len(consumers) == 1
+    options = consumers[0]
+    assert options["bootstrap_servers"] == ["broker.example.org:9096"]
+    assert options["group_id"] is None and options["enable_auto_commit"] is False
+    assert options["security_protocol"] == "SASL_PLAINTEXT"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert options["sasl_plain_username"] == "city"
+    assert options["sasl_plain_password"] == "Sasl-Pa55word-7f3a"

@@ -256,8 +256,15 @@ def test_replay_refuses_what_it_cannot_send_and_sends_big_binary_payloads_exactl
             for rejection in decoded.rejections
         ]
 
-    big_letter = letters_of(ENV, f"{tag}-big", big, 40)
-    assert len(big_letter) == 1 and b'"reason":"too_large"' in (big_letter[0][2] or b"")
+    # a version 1 dead letter kept a too-large payload whole: it goes back byte for byte
+    cut_letter = letters_of(ENV, f"{tag}-cut", big, 43)  # version 1.1 keeps the first MiB only
+    document = orjson.loads(cut_letter[0][2] or b"")
+    assert document["reason"] == "too_large" and document["payload_truncated"] is True
+    for field in ("payload_truncated", "payload_bytes", "payload_sha256"):
+        del document[field]
+    document["source"]["key"], document["source"]["offset"] = f"{tag}-big", 40
+    document["payload_b64"] = base64.b64encode(big).decode()
+    big_letter = [(DEADLETTER_TOPIC, f"{tag}-big".encode(), orjson.dumps(document))]
     asyncio.run(
         produce(
             kafka_bootstrap,
@@ -266,11 +273,12 @@ def test_replay_refuses_what_it_cannot_send_and_sends_big_binary_payloads_exactl
                 *big_letter,  # the same dead letter twice (a worker restarted before it committed)
                 *letters_of("city.legacy.v0", f"{tag}-legacy", b"[1]", 41),
                 *letters_of(ENV, f"{tag}-empty", None, 42),
+                *cut_letter,
             ],
         )
     )
     mine = f"{tag}-*"
-    assert len(listed(kafka_bootstrap, "--device", mine)) == 4
+    assert len(listed(kafka_bootstrap, "--device", mine)) == 5
 
     # the real command line knows the subcommands
     completed = subprocess.run(
@@ -281,7 +289,7 @@ def test_replay_refuses_what_it_cannot_send_and_sends_big_binary_payloads_exactl
         check=False,
     )
     assert completed.returncode == 0, completed.stderr
-    assert orjson.loads(completed.stdout)["by_reason"] == {"too_large": 2, "not_an_object": 1, "malformed_json": 1}
+    assert orjson.loads(completed.stdout)["by_reason"] == {"too_large": 3, "not_an_object": 1, "malformed_json": 1}
 
     result = run(kafka_bootstrap, "replay", "--device", mine)
     assert result.exit_code == 1  # sent what it could, and says what it refused
@@ -290,7 +298,8 @@ def test_replay_refuses_what_it_cannot_send_and_sends_big_binary_payloads_exactl
     assert "'city.legacy.v0' is not a source topic of the contract" in result.stderr
     assert "the original message had no value" in result.stderr
     assert "will dead-letter it again" in result.stderr
-    assert "1 sent, 0 failed, 2 refused" in result.stderr
+    assert "keeps only the first part of the original" in result.stderr
+    assert "1 sent, 0 failed, 3 refused" in result.stderr
 
     back = keyed(topic_records(kafka_bootstrap, ENV), tag)
     assert [(r.key, r.value) for r in back] == [(f"{tag}-big".encode(), big)]

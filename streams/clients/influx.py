@@ -36,6 +36,7 @@ import aiohttp
 import yarl
 from pydantic import SecretStr
 
+from streams.errors import CitystreamError
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ _DROPPED = re.compile(r"dropped=(\d+)")
 _RETENTION = re.compile(r"beyond retention|outside (?:the )?retention|retention polic", re.IGNORECASE)
 
 
-class WriteFailed(Exception):
+class WriteFailed(CitystreamError):
     """A write that did not store its points.
 
     ``retryable`` says whether sending again may help; a permanent failure has a ``reason`` (one of
@@ -95,7 +96,7 @@ class WriteFailed(Exception):
         self.setting = setting
 
 
-class InfluxUnavailable(Exception):
+class InfluxUnavailable(CitystreamError):
     """InfluxDB did not answer within the startup timeout."""
 
 
@@ -318,7 +319,7 @@ async def wait_until_ready(writer: InfluxWriter, timeout_s: float) -> None:
     await writer.prepare()
 
 
-class InfluxQueryError(Exception):
+class InfluxQueryError(CitystreamError):
     """An InfluxQL query InfluxDB did not answer, or refused; the message names the setting to check."""
 
 

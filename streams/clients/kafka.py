@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from schemas.readings import SOURCE_TOPICS, SourceKind
+from streams.errors import CitystreamError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ ALERTS_TOPIC = "city.alerts.v1"
 DEADLETTER_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(CitystreamError):
     """The Kafka bootstrap servers did not answer (within the startup timeout, when there is one)."""
 
 
@@ -47,14 +48,6 @@ def contract_topics(source_partitions: int) -> list[TopicSpec]:
     ]
 
 
-def taxi_by_cell_topic(app_id: str) -> str:
-    return f"{app_id}.taxi-by-cell"
-
-
-def parking_by_lot_topic(app_id: str) -> str:
-    return f"{app_id}.parking-by-lot"
-
-
 def state_topic(app_id: str, input_topic: str) -> str:
     """Where the snapshots of an input topic's partitions go."""
     return f"{app_id}.state.{input_topic}"
@@ -63,12 +56,14 @@ def state_topic(app_id: str, input_topic: str) -> str:
 STATE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-def internal_topics(app_id: str, partitions: int, source_partitions: dict[str, int]) -> list[TopicSpec]:
-    """The worker's own topics: readings repartitioned by cell and lot, and partition snapshots.
+def internal_topics(
+    app_id: str, partitions: int, source_partitions: dict[str, int], repartitioned: list[str]
+) -> list[TopicSpec]:
+    """The worker's own topics: the ``repartitioned`` ones (readings re-keyed by what their windows
+    are keyed by, such as a cell or a lot: :class:`streams.kinds.spec.Merge`), and partition snapshots.
 
     A state topic has as many partitions as the topic whose partitions it snapshots.
     """
-    repartitioned = [taxi_by_cell_topic(app_id), parking_by_lot_topic(app_id)]
     state_config = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
     stateful = {**source_partitions, **dict.fromkeys(repartitioned, partitions)}
     return [
@@ -90,7 +85,7 @@ async def partition_counts(
         await admin.close()
 
 
-class TopicNotFound(Exception):
+class TopicNotFound(CitystreamError):
     """A topic the broker does not know (the worker creates the contract's topics when it starts)."""
 
 

@@ -439,6 +439,7 @@ class Runtime:
                 settings.app_id,
                 settings.source_partitions,
                 {name: counts.get(name, settings.source_partitions) for name in sources},
+                list(self.merged_topics.values()),
             ),
             replication=settings.topic_replication,
             timeout_s=settings.startup_timeout_s,

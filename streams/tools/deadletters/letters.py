@@ -19,6 +19,7 @@ from schemas.timestamps import format_ms, parse_rfc3339_ms
 from streams.clients.kafka import DEADLETTER_TOPIC
 from streams.core.decode import MAX_MESSAGE_BYTES
 from streams.core.durations import EXAMPLES, parse_duration_ms
+from streams.errors import CitystreamError
 
 SOURCE_TOPIC_NAMES: Final = frozenset(SOURCE_TOPICS.values())
 TOPIC_ALIASES: Final = {
@@ -30,7 +31,7 @@ TOPIC_ALIASES: Final = {
 REASONS: Final = tuple(reason.value for reason in DeadLetterReason)
 
 
-class DeadLettersError(Exception):
+class DeadLettersError(CitystreamError):
     """A problem the operator must fix (a bad selection, an unreachable broker); the message says what."""
 
 

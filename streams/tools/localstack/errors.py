@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from streams.errors import CitystreamError
 
-class LocalStackError(Exception):
+
+class LocalStackError(CitystreamError):
     """Something about the local stack went wrong; the message says what to do."""
 
 

@@ -8,6 +8,7 @@ from typing import Final
 
 from schemas.timestamps import parse_rfc3339_ms
 from streams.core.durations import parse_duration_ms
+from streams.errors import CitystreamError
 
 KST: Final = timezone(timedelta(hours=9), "KST")
 MINUTE_MS: Final = 60_000
@@ -18,7 +19,7 @@ BUCKETS_S: Final = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86
 MAX_BUCKETS: Final = 360
 
 
-class ReportError(Exception):
+class ReportError(CitystreamError):
     """The report cannot be made: bad range, InfluxDB or Kafka unreachable, a query refused."""
 
 

@@ -28,8 +28,8 @@ async def test_a_snapshot_goes_to_the_same_partition_of_its_state_topic() -> Non
 
 def test_every_stateful_topic_has_a_compacted_state_topic_as_wide_as_it() -> None:
     sources = {kind.topic: 6 for kind in KINDS}
-    topics = {spec.name: spec for spec in internal_topics("app", 4, sources)}
     merged = [kind.merge.topic("app") for kind in KINDS if kind.merge is not None]
+    topics = {spec.name: spec for spec in internal_topics("app", 4, sources, merged)}
     for name in merged:
         assert topics[name].partitions == 4
     for name, width in {**sources, **dict.fromkeys(merged, 4)}.items():

@@ -1,0 +1,194 @@
+"""``citystream bench``: the command, its summary and its table."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from streams.tools import localstack
+from streams.tools.bench.load import batch_messages, single_messages
+from streams.tools.bench.measure import Latency, Throughput, percentile
+from streams.tools.bench.phases import Bench
+
+
+@click.command("bench")
+@click.option(
+    "--readings", type=click.IntRange(min=1000), default=500_000, show_default=True, help="Readings per shape."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(1, 1000), default=100, show_default=True, help="Readings per batch envelope."
+)
+@click.option(
+    "--devices",
+    type=click.IntRange(min=10),
+    default=100_000,
+    show_default=True,
+    help="Distinct devices of the single-reading phase (the worker's peak RSS is measured there).",
+)
+@click.option(
+    "--rate", type=click.FloatRange(min=1), default=5000.0, show_default=True, help="Readings/s of the latency phase."
+)
+@click.option(
+    "--latency-seconds",
+    type=click.FloatRange(min=10),
+    default=150.0,
+    show_default=True,
+    help="Length of the latency phase (alerts come once a minute, when the windows are final).",
+)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/bench"),
+    show_default=True,
+    help="Folder for the stacks, the workers' state and logs (emptied first).",
+)
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Record the worker of each phase with py-spy (pip install py-spy): DIR/profile-<phase>.svg.",
+)
+@click.option(
+    "--phases",
+    default="single,batch,latency",
+    show_default=True,
+    help="Which phases to run, comma-separated; the figures of the others are null.",
+)
+@click.option(
+    "--worker-setting",
+    "worker_settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A CITYSTREAM_* setting for the workers, e.g. CITYSTREAM_CHECKPOINT_INTERVAL_S=5 (repeatable).",
+)
+def bench_command(
+    readings: int,
+    batch_size: int,
+    devices: int,
+    rate: float,
+    latency_seconds: float,
+    folder: Path,
+    profile: bool,
+    worker_settings: tuple[str, ...],
+    phases: str,
+) -> None:
+    """Measure one worker: readings/s with single readings and with batch envelopes, against a baseline
+    loop (aiokafka getmany + orjson + pydantic) on the same messages in the same run; produce-to-InfluxDB
+    latency at a fixed rate; alert latency; peak memory with many devices.
+
+    Each phase starts its own Tansu and InfluxDB (Debian's influxdb package, installed when missing, as
+    root). The last line printed is one JSON object with the figures.
+    """
+    console = Console()
+    try:  # InfluxDB comes from Debian's package: installed when missing, as `citystream local up` does
+        localstack.install_packages(echo=console.print)
+    except localstack.InstallError as exc:
+        raise click.ClickException(str(exc)) from None
+    folder = folder.resolve()
+    chosen = {phase.strip() for phase in phases.split(",") if phase.strip()}
+    if not chosen or chosen - {"single", "batch", "latency"}:
+        raise click.BadParameter("choose among single, batch, latency", param_hint="--phases")
+    phases = ",".join(sorted(chosen))
+    timeout_s = max(600.0, readings / 500)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        if profile and shutil.which("py-spy") is None:
+            raise click.UsageError("--profile needs py-spy on the PATH: pip install py-spy")
+        settings = {}
+        for item in worker_settings:
+            name, equals, value = item.partition("=")
+            if not equals or not name.startswith("CITYSTREAM_"):
+                raise click.BadParameter(f"{item!r} is not CITYSTREAM_NAME=VALUE", param_hint="--worker-setting")
+            settings[name] = value
+        bench = Bench(folder, console, progress, profile, settings)
+        single = batch = latency = None
+        if "single" in phases:
+            start_ms = time.time_ns() // 1_000_000 - 300_000
+            messages = single_messages(readings, devices, start_ms, 240_000)
+            single = bench.throughput("single", messages, readings, 1, timeout_s)
+        if "batch" in phases:
+            start_ms = time.time_ns() // 1_000_000 - 300_000
+            messages = batch_messages(readings, batch_size, start_ms, 240_000)
+            batch = bench.throughput("batch", messages, readings, batch_size, timeout_s)
+        if "latency" in phases:
+            latency = bench.latency(rate, latency_seconds)
+    figures = summarise(single, batch, latency)
+    console.print(figures_table(figures, single, batch, latency, batch_size=batch_size, rate=rate, devices=devices))
+    for path in bench.profiles:
+        console.print(f"profile: {path}")
+    click.echo(json.dumps(figures))
+
+
+def _round(value: float | None, digits: int = 0) -> float | None:
+    return None if value is None else round(value, digits) if digits else round(value)
+
+
+def summarise(single: Throughput | None, batch: Throughput | None, latency: Latency | None) -> dict[str, Any]:
+    """The figures of the last line; a phase not run gives nulls."""
+    probes = latency.probes if latency is not None else []
+    return {
+        "single_readings_per_s": _round(single.readings_per_s) if single else None,
+        "batch_readings_per_s": _round(batch.readings_per_s) if batch else None,
+        "baseline_readings_per_s": _round(batch.baseline_per_s) if batch else None,
+        "batch_ratio_to_baseline": _round(batch.readings_per_s / batch.baseline_per_s, 3) if batch else None,
+        "p50_latency_s": _round(statistics.median(probes), 3) if probes else None,
+        "p99_latency_s": _round(percentile(probes, 0.99), 3) if probes else None,
+        "alert_p99_latency_s": _round(latency.alerts.get("p99_s"), 3) if latency else None,
+        "rss_mb": _round(single.peak_rss_mb, 1) if single else None,
+    }
+
+
+def figures_table(
+    figures: dict[str, Any],
+    single: Throughput | None,
+    batch: Throughput | None,
+    latency: Latency | None,
+    *,
+    batch_size: int,
+    rate: float,
+    devices: int,
+) -> Table:
+    table = Table(title="citystream bench: one worker")
+    table.add_column("figure")
+    table.add_column("worker", justify="right")
+    table.add_column("baseline loop", justify="right")
+    for name, phase in (("single-reading messages", single), (f"batch envelopes of {batch_size}", batch)):
+        if phase is None:
+            continue
+        table.add_row(
+            f"{name}: readings/s stored in InfluxDB", f"{phase.readings_per_s:,.0f}", f"{phase.baseline_per_s:,.0f}"
+        )
+        table.add_row(f"{name}: readings/s validated and aggregated", f"{phase.processed_per_s:,.0f}", "")
+        table.add_row(f"{name}: raw points stored", f"{phase.points:,} in {phase.seconds:.1f} s", "")
+        table.add_row(f"{name}: peak RSS MB", f"{phase.peak_rss_mb:.0f}", "")
+    if batch is not None:
+        table.add_row("batch: worker / baseline", f"{figures['batch_ratio_to_baseline']:.3f}", "")
+    if latency is not None:
+        table.add_row(
+            f"produce to InfluxDB at {rate:,.0f}/s, p50 / p99 s ({len(latency.probes)} probes)",
+            f"{figures['p50_latency_s']} / {figures['p99_latency_s']}",
+            "",
+        )
+        table.add_row(
+            f"final window to alert, p99 s ({int(latency.alerts.get('alerts', 0))} alerts)",
+            str(figures["alert_p99_latency_s"]),
+            "",
+        )
+        table.add_row("latency phase: peak RSS MB", f"{latency.peak_rss_mb:.0f}", "")
+    if single is not None:
+        table.caption = f"{devices:,} distinct devices in the single-reading phase"
+    return table

@@ -1,0 +1,176 @@
+"""How the bench measures: InfluxDB counts, /metrics, percentiles, the local stack and the baseline loop."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import re
+import shutil
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from streams.clients.influx import InfluxQLReader
+from streams.clients.kafka import contract_topics, ensure_topics, read_range
+from streams.tools import localstack
+from streams.tools.bench.load import DATABASE, MODELS, PARTITIONS, RAW_FIELDS, Message
+from streams.tools.localstack import ManagedService, free_port
+from streams.tools.workerprocess import WorkerProcess
+
+
+def influx_query(url: str, query: str) -> list[dict[str, Any]]:
+    return InfluxQLReader(url, DATABASE, timeout_s=60).query(query)
+
+
+def raw_points(url: str) -> int:
+    total = 0
+    for measurement, field_name in RAW_FIELDS.items():
+        series = influx_query(url, f'SELECT count("{field_name}") FROM "{measurement}"')
+        total += int(series[0]["values"][0][1]) if series else 0
+    return total
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of a metric's samples in a Prometheus exposition."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+ALERT_LATENCY = re.compile(r"alert latency from final window to topic: (\{.*\})")
+
+
+def alert_latency(log: str) -> dict[str, float]:
+    """The worker's own summary of alert latency, logged at shutdown."""
+    found = ALERT_LATENCY.findall(log)
+    return ast.literal_eval(found[-1]) if found else {}
+
+
+# the stack and the worker ------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    kafka: ManagedService
+    influx: ManagedService
+
+    @classmethod
+    def start(cls, root: Path) -> Stack:
+        shutil.rmtree(root, ignore_errors=True)
+        kafka = localstack.tansu(free_port(), root / "tansu")
+        influx = localstack.influxdb(free_port(), root / "influxdb")
+        kafka.start(timeout=60)
+        influx.start(timeout=60)
+        localstack.create_database(influx.url, DATABASE)
+        return cls(kafka, influx)
+
+    def stop(self) -> None:
+        self.kafka.stop()
+        self.influx.stop()
+
+
+def start_worker(stack: Stack, root: Path, **extra: str) -> tuple[WorkerProcess, int]:
+    port = free_port()
+    env = {
+        "CITYSTREAM_KAFKA_BOOTSTRAP": stack.kafka.address,
+        "CITYSTREAM_INFLUX_URL": stack.influx.url,
+        "CITYSTREAM_INFLUX_DB": DATABASE,
+        "CITYSTREAM_APP_ID": "bench",
+        "CITYSTREAM_WEB_PORT": str(port),
+        "CITYSTREAM_SOURCE_PARTITIONS": str(PARTITIONS),
+        "CITYSTREAM_KAFKA_REBALANCE_TIMEOUT_S": "3",
+        "CITYSTREAM_LOG_LEVEL": "warning",
+        "CITYSTREAM_DATA_DIR": str(root / "worker"),
+        **extra,
+    }
+    return WorkerProcess(root / "worker", env, root / "worker.log").start(), port
+
+
+async def produce_all(bootstrap: str, messages: Iterator[Message], on_sent: Callable[[int], None]) -> int:
+    await ensure_topics(bootstrap, contract_topics(PARTITIONS))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024
+    )
+    await producer.start()
+    count = 0
+    try:
+        pending = []
+        for topic, key, value in messages:
+            pending.append(await producer.send(topic, value, key=key))
+            count += 1
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+                on_sent(count)
+        await asyncio.gather(*pending)
+        on_sent(count)
+    finally:
+        await producer.stop()
+    return count
+
+
+async def baseline(bootstrap: str, readings: int, timeout_s: float = 300) -> float:
+    """Readings/s of aiokafka getmany + orjson + pydantic over the source topics, from the start."""
+    loads, validators = orjson.loads, {topic: model.model_validate for topic, model in MODELS.items()}
+    seen, started = 0, None
+    deadline = time.monotonic() + timeout_s
+    # every reading is on the topics already: the read ends at their end offsets (quiet_s only guards a stall)
+    batches = read_range(bootstrap, list(MODELS), partitions=range(PARTITIONS), quiet_s=30, max_records=10_000)
+    async with contextlib.aclosing(batches):
+        async for records in batches:
+            if started is None:
+                started = time.perf_counter()
+            validate = validators[records[0].topic]
+            for record in records:
+                document = loads(record.value)
+                for reading in document.get("batch", (document,)):
+                    validate(reading)
+                    seen += 1
+            if seen >= readings or time.monotonic() >= deadline:
+                break
+    if started is None or seen < readings:
+        raise RuntimeError(f"the baseline read {seen} of {readings} readings")
+    return readings / (time.perf_counter() - started)
+
+
+@dataclass
+class Throughput:
+    readings_per_s: float
+    processed_per_s: float
+    baseline_per_s: float
+    peak_rss_mb: float
+    points: int
+    seconds: float
+
+
+@dataclass
+class Latency:
+    probes: list[float] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    sent: int = 0
+    started: float = 0.0
+    peak_rss_mb: float = 0.0
+    alerts: dict[str, float] = field(default_factory=dict)

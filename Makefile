@@ -8,7 +8,7 @@ help:  ## list the tasks
 
 install:  ## install the package with its development tools and the local stack's servers
 	$(PYTHON) -m pip install -e '.[dev]'
-	citystream local install --victoria-metrics --deploy-tools
+	citystream local install --victoria-metrics --deploy-tools --kafka
 
 lint:  ## ruff: style, imports, and the layers' banned imports
 	ruff check .

@@ -7,6 +7,12 @@
   No database is created: call ``streams.tools.localstack.create_database(url, name)``.
 * ``influx_url``: the InfluxDB base URL, ``"http://127.0.0.1:PORT"``.
 * ``victoria_metrics``: VictoriaMetrics (accepts ``/api/v2/write``). Yields its base URL.
+* ``apache_kafka``: Apache Kafka itself, one KRaft node (broker and controller; topics are not
+  auto-created). Yields ``"127.0.0.1:PORT"``. Needs Java 17 and Maven (the jars are fetched once
+  into ~/.cache/citystream/kafka/: ``citystream local install --kafka``).
+* ``kafka_cluster``: three Apache Kafka nodes (replication factor 3 and min.insync.replicas=2 by
+  default). Yields the :class:`KafkaCluster` handle: ``.bootstrap``, ``.nodes`` (each a
+  :class:`ManagedService` to stop, kill and start again), ``.node(id)``.
 
 A missing server binary fails the fixture (it does not skip): the tests need the real servers,
 installed by ``citystream local install --victoria-metrics``. A test that stops a session service
@@ -22,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from streams.tools import localstack
-from streams.tools.localstack import ManagedService, MissingBinaryError, free_port
+from streams.tools.localstack import KafkaCluster, ManagedService, MissingBinaryError, free_port
 
 INSTALL_HINT = "run `citystream local install --victoria-metrics`"
 
@@ -88,3 +94,44 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Tansu broker of the test's own, for tests that need topics no other test has written."""
     with _serve(tmp_path_factory, localstack.tansu, "tansu-own") as service:
         yield service.address
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _serve(tmp_path_factory, localstack.apache_kafka, "apache-kafka") as service:
+        yield service.address
+
+
+_session_clusters: list[KafkaCluster] = []
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    cluster = localstack.kafka_cluster(tmp_path_factory.mktemp("kafka-cluster"))
+    missing = None
+    try:
+        cluster.start(timeout=120)
+    except MissingBinaryError as exc:
+        missing = str(exc)
+    except BaseException:
+        cluster.stop()
+        raise
+    if missing is not None:  # fail (not skip): the tests need the real servers
+        cluster.stop()
+        pytest.fail(f"{missing}\nrun `citystream local install --kafka`", pytrace=False)
+    _session_clusters.append(cluster)
+    try:
+        yield cluster
+    finally:
+        _session_clusters.remove(cluster)
+        cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def _restart_stopped_cluster_nodes() -> Iterator[None]:
+    """After each test, start again the nodes of a session cluster that the test left stopped or
+    killed (together: one node alone cannot start while the quorum is lost)."""
+    yield
+    for cluster in list(_session_clusters):
+        if not all(node.is_running() for node in cluster.nodes):
+            cluster.start(timeout=120)

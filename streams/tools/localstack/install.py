@@ -74,31 +74,39 @@ def install_packages(
     Returns the packages installed (empty when all were there). Raises InstallError when not root
     (with the exact ``sudo apt-get install`` line), without apt-get, or when apt-get fails.
     """
-    say = echo or (lambda _message: None)
     missing = missing_packages(victoria_metrics, deploy_tools)
     if not missing:
         return []
-    line = f"sudo apt-get update && sudo apt-get install -y {' '.join(missing)}"
-    if shutil.which("apt-get") is None:
-        raise InstallError(
-            f"missing {', '.join(missing)} and no apt-get here: install the "
-            f"{' and '.join(missing)} server(s) another way and put them on PATH"
-        )
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        raise InstallError(f"missing Debian package(s) {', '.join(missing)}; as root, run:\n  {line}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     # The packages' postinst tries to start a systemd service; in containers it prints
     # "invoke-rc.d: policy-rc.d denied execution of start." That is fine: we start the servers
     # ourselves.
+    apt_install(missing, what=f"the {' and '.join(missing)} server(s)", echo=echo)
+    still = missing_packages(victoria_metrics, deploy_tools)
+    if still:
+        raise InstallError(f"apt-get finished but {', '.join(still)} is still missing")
+    return missing
+
+
+def apt_install(packages: list[str], *, what: str, echo: Callable[[str], None] | None = None) -> None:
+    """``apt-get update && apt-get install -y PACKAGES`` as root.
+
+    Raises InstallError when not root (with the exact ``sudo apt-get install`` line), without
+    apt-get (naming ``what`` to install another way), or when apt-get fails.
+    """
+    say = echo or (lambda _message: None)
+    line = f"sudo apt-get update && sudo apt-get install -y {' '.join(packages)}"
+    if shutil.which("apt-get") is None:
+        raise InstallError(
+            f"missing {', '.join(packages)} and no apt-get here: install {what} another way and put them on PATH"
+        )
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        raise InstallError(f"missing Debian package(s) {', '.join(packages)}; as root, run:\n  {line}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for argv in (
         ["apt-get", "update"],
-        ["apt-get", "install", "-y", "--no-install-recommends", *missing],
+        ["apt-get", "install", "-y", "--no-install-recommends", *packages],
     ):
         say(f"$ {' '.join(argv)}")
         result = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, check=False)
         if result.returncode != 0:
             raise InstallError(f"`{' '.join(argv)}` failed with exit code {result.returncode}")
-    still = missing_packages(victoria_metrics, deploy_tools)
-    if still:
-        raise InstallError(f"apt-get finished but {', '.join(still)} is still missing")
-    return missing

@@ -1,5 +1,5 @@
 """The three servers as :class:`ManagedService` factories (Tansu, InfluxDB 1.x, VictoriaMetrics), and
-``CREATE DATABASE`` on InfluxDB."""
+``CREATE DATABASE`` on InfluxDB. Apache Kafka's factories are in :mod:`~streams.tools.localstack.kafka`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from typing import Any
 
 from streams.tools.localstack.errors import LocalStackError
 from streams.tools.localstack.install import debian_binary, tansu_binary
+from streams.tools.localstack.kafka import KIND as APACHE_KAFKA
+from streams.tools.localstack.kafka import apache_kafka
 from streams.tools.localstack.ports import HOST, LOOPBACK_OPENER, free_port, http_answers, kafka_answers
 from streams.tools.localstack.process import ManagedService
 
@@ -142,6 +144,7 @@ def victoria_metrics(port: int, workdir: Path | str, *, detach: bool = False) ->
 
 FACTORIES: dict[str, Callable[..., ManagedService]] = {
     "tansu": tansu,
+    APACHE_KAFKA: apache_kafka,
     "influxdb": influxdb,
     "victoria-metrics": victoria_metrics,
 }

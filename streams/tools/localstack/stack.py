@@ -1,4 +1,4 @@
-"""``local up/down/status`` as a Python API: Tansu and InfluxDB started detached under one folder."""
+"""``local up/down/status`` as a Python API: Tansu (or Apache Kafka) and InfluxDB started detached under one folder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 from streams.tools.localstack.errors import LocalStackError, PortInUseError
 from streams.tools.localstack.install import install_packages, missing_packages, tansu_binary
+from streams.tools.localstack.kafka import KAFKA_VERSION, apache_kafka, install_kafka, java_binary, kafka_jars
+from streams.tools.localstack.kafka import KIND as APACHE_KAFKA
 from streams.tools.localstack.ports import port_is_free
 from streams.tools.localstack.process import ManagedService, ProcessRecord, record_alive
 from streams.tools.localstack.services import DEFAULT_DB, FACTORIES, create_database, influxdb, tansu
@@ -15,6 +17,8 @@ from streams.tools.localstack.services import DEFAULT_DB, FACTORIES, create_data
 DEFAULT_DIR = Path("var/local")
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_INFLUX_PORT = 8086
+BROKERS = ("tansu", "kafka")
+"""``--broker``: Tansu (the default; in memory) or Apache Kafka (KRaft, one node; data kept under --dir)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class LocalStack:
     started: tuple[str, ...] = ()
     already_running: tuple[str, ...] = ()
     pids: dict[str, int] = field(default_factory=dict)
+    broker: str = "tansu"
 
     @property
     def env(self) -> dict[str, str]:
@@ -38,29 +43,34 @@ class LocalStack:
         }
 
 
-# (name, which is also the folder under --dir; kind)
-_LOCAL_SERVICES = (("kafka", "tansu"), ("influxdb", "influxdb"))
+# (name, which is also the folder under --dir; the kinds that may run there)
+_LOCAL_SERVICES = (("kafka", ("tansu", APACHE_KAFKA)), ("influxdb", ("influxdb",)))
 
 
-def _local_services(root: Path, kafka_port: int, influx_port: int) -> list[ManagedService]:
+def _local_services(root: Path, kafka_port: int, influx_port: int, broker: str) -> list[ManagedService]:
+    kafka_factory = apache_kafka if broker == "kafka" else tansu
     return [
-        tansu(kafka_port, root / "kafka", detach=True),
+        kafka_factory(kafka_port, root / "kafka", detach=True),
         influxdb(influx_port, root / "influxdb", detach=True),
     ]
+
+
+def _broker_name(kind: str) -> str:
+    return f"Apache Kafka {KAFKA_VERSION}" if kind == APACHE_KAFKA else "Tansu"
 
 
 def _recorded_services(
     root: Path,
 ) -> Iterator[tuple[str, ManagedService | None, ProcessRecord | None]]:
     """Each local service, rebuilt from its pid file (None, None when there is none)."""
-    for name, kind in _LOCAL_SERVICES:
+    for name, kinds in _LOCAL_SERVICES:
         workdir = root / name
         record = ProcessRecord.load(workdir / f"{name}.pid")
-        if record is None or record.kind != kind:
+        if record is None or record.kind not in kinds:
             yield name, None, None
             continue
         port = int(record.address.rsplit(":", 1)[1])
-        yield name, FACTORIES[kind](port, workdir, detach=True), record
+        yield name, FACTORIES[record.kind](port, workdir, detach=True), record
 
 
 def local_up(
@@ -72,24 +82,44 @@ def local_up(
     database: str = DEFAULT_DB,
     timeout: float = 60.0,
     echo: Callable[[str], None] | None = None,
+    broker: str = "tansu",
 ) -> LocalStack:
-    """Start Tansu and InfluxDB detached under ``dir`` (unless already running there), create the
-    database, and return where they are. Idempotent. Raises LocalStackError (or a subclass) with a
-    message for the user when a binary is missing, a port is taken, or a service does not start.
+    """Start Tansu (or, with ``broker="kafka"``, Apache Kafka) and InfluxDB detached under ``dir``
+    (unless already running there), create the database, and return where they are. Idempotent.
+    Raises LocalStackError (or a subclass) with a message for the user when a binary is missing, a
+    port is taken, or a service does not start.
+
+    With ``install``, missing Debian packages are installed (as root) and Apache Kafka's jars are
+    fetched into their cache when missing.
     """
     say = echo or (lambda _message: None)
+    if broker not in BROKERS:
+        raise LocalStackError(f"unknown broker {broker!r}: choose one of {', '.join(BROKERS)}")
     root = Path(dir).resolve()
-    tansu_binary()  # fail early with the pip hint
+    if broker == "kafka":  # fail early, naming the Debian packages
+        if install:
+            install_kafka(echo=say)
+        else:
+            java_binary()
+            kafka_jars(fetch=False)
+    else:
+        tansu_binary()  # fail early with the pip hint
     if install and missing_packages():
         say("InfluxDB is not installed; installing Debian's influxdb package")
         install_packages(echo=say)
-    services = _local_services(root, kafka_port, influx_port)
+    services = _local_services(root, kafka_port, influx_port, broker)
     started: list[ManagedService] = []
     already: list[str] = []
     try:
         for service in services:
             record = service.record()
             if record is not None:
+                if record.kind != service.kind:
+                    raise LocalStackError(
+                        f"{service.name} is already running from {root} as {_broker_name(record.kind)} "
+                        f"(pid {record.pid}), not {_broker_name(service.kind)}: run "
+                        f"`citystream local down --dir {root}` first"
+                    )
                 if record.address != service.address:
                     raise LocalStackError(
                         f"{service.name} is already running from {root} on {record.address} "
@@ -101,7 +131,7 @@ def local_up(
                 say(f"{service.name}: already running on {service.address} (pid {record.pid})")
                 continue
             if not port_is_free(service.port):
-                option = "--kafka-port" if service.kind == "tansu" else "--influx-port"
+                option = "--kafka-port" if service.name == "kafka" else "--influx-port"
                 extra = (
                     " (perhaps the system's influxdb service: `systemctl stop influxdb`)"
                     if service.kind == "influxdb"
@@ -127,6 +157,7 @@ def local_up(
         started=tuple(s.name for s in started),
         already_running=tuple(already),
         pids={s.name: pid for s in services if (pid := s.pid) is not None},
+        broker=broker,
     )
 
 
@@ -150,6 +181,7 @@ class ServiceStatus:
     running: bool
     answering: bool
     log: Path | None
+    kind: str | None = None  # "tansu" or "apache-kafka" for kafka
 
     @property
     def state(self) -> str:
@@ -171,10 +203,11 @@ def local_status(dir: Path | str = DEFAULT_DIR) -> list[ServiceStatus]:
             ServiceStatus(
                 name=name,
                 pid=record.pid if running else None,
-                address=service.url if service.kind != "tansu" else service.address,
+                address=service.address if name == "kafka" else service.url,
                 running=running,
                 answering=running and service.is_answering(),
                 log=service.log_path,
+                kind=record.kind,
             )
         )
     return statuses

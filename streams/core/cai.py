@@ -5,7 +5,7 @@ The sub-index of a pollutant is the linear interpolation
     I = (I_hi - I_lo) / (BP_hi - BP_lo) * (C - BP_lo) + I_lo
 
 inside the band that contains the concentration ``C``, and the CAI is the largest sub-index over the
-pollutants present (CONTRACT.md section 5, NOTES.md "Korea's Comprehensive Air-quality Index").
+pollutants present (schemas/CONTRACT.md section 5, with AirKorea's breakpoints).
 The gases use their hourly means, PM10 and PM2.5 the mean of the hourly means of the last 24 hours
 that have data (:func:`pm_24h_mean`).
 

@@ -24,7 +24,7 @@ from streams.core.cai import (
 
 # --- the table ------------------------------------------------------------------------------------
 
-# NOTES.md, "Korea's Comprehensive Air-quality Index (CAI, AirKorea)", copied as written there.
+# AirKorea's CAI breakpoints (schemas/CONTRACT.md section 5), copied as published.
 NOTES_TABLE = {
     "so2_ppm": [("0", "0.020"), ("0.021", "0.050"), ("0.051", "0.150"), ("0.151", "1")],
     "no2_ppm": [("0", "0.030"), ("0.031", "0.060"), ("0.061", "0.200"), ("0.201", "2")],

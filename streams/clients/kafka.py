@@ -115,20 +115,43 @@ async def _reader(
         await consumer.stop()
 
 
+TOPIC_METADATA_WAIT_S = 10.0
+
+
 async def _partitions(
-    consumer: AIOKafkaConsumer, topics: Sequence[str], partitions: Iterable[int] | None
+    consumer: AIOKafkaConsumer,
+    topics: Sequence[str],
+    partitions: Iterable[int] | None,
+    bootstrap_servers: list[str] | str,
+    client_options: Mapping[str, Any],
 ) -> list[TopicPartition]:
     """The partitions of ``topics`` (only those numbered ``partitions``, when given); TopicNotFound for an
-    unknown topic."""
-    if any(consumer.partitions_for_topic(topic) is None for topic in topics):
-        await consumer.topics()  # refresh the metadata once: a new client may not have it yet
+    unknown topic. The partitions are assigned to ``consumer``, so that it fetches their metadata.
+
+    A consumer that has subscribed to nothing may hold no topic's metadata (Apache Kafka answers a
+    metadata request for no topics with none; Tansu with all of them), and a broker lists a topic
+    only once its partitions have leaders: the topics are described for up to a few seconds.
+    """
+    known = {topic: consumer.partitions_for_topic(topic) for topic in topics}
+    missing = [topic for topic, found in known.items() if not found]
+    deadline = time.monotonic() + TOPIC_METADATA_WAIT_S
+    while missing:
+        counts = await partition_counts(bootstrap_servers, missing, **client_options)
+        for topic, count in counts.items():
+            known[topic] = set(range(count))
+        missing = [topic for topic in missing if not known[topic]]
+        if not missing or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
     found: list[TopicPartition] = []
     for topic in topics:
-        known = consumer.partitions_for_topic(topic)
-        if not known:
+        numbers = known[topic]
+        if not numbers:
             raise TopicNotFound(topic)
-        wanted = known if partitions is None else known & set(partitions)
+        wanted = numbers if partitions is None else numbers & set(partitions)
         found += [TopicPartition(topic, p) for p in sorted(wanted)]
+    if found:
+        consumer.assign(found)
     return found
 
 
@@ -150,7 +173,7 @@ async def topic_end_offsets(
     :func:`streams.settings.kafka_client_kwargs`.
     """
     async with _reader(bootstrap_servers, start_timeout_s, client_options) as consumer:
-        tps = await _partitions(consumer, _topic_list(topics), partitions)
+        tps = await _partitions(consumer, _topic_list(topics), partitions, bootstrap_servers, client_options)
         return dict(await consumer.end_offsets(tps)) if tps else {}
 
 
@@ -194,9 +217,10 @@ async def read_range(
     async with _reader(bootstrap_servers, start_timeout_s, options) as consumer:
         if partitions is None and start_offsets is not None:
             partitions_of = {tp.partition for tp in start_offsets}
-            tps = [tp for tp in await _partitions(consumer, _topic_list(topics), partitions_of) if tp in start_offsets]
+            known = await _partitions(consumer, _topic_list(topics), partitions_of, bootstrap_servers, client_options)
+            tps = [tp for tp in known if tp in start_offsets]
         else:
-            tps = await _partitions(consumer, _topic_list(topics), partitions)
+            tps = await _partitions(consumer, _topic_list(topics), partitions, bootstrap_servers, client_options)
         if not tps:
             return
         start = await consumer.beginning_offsets(tps)

@@ -55,10 +55,17 @@ def rss_mb(pid: int) -> float:
     show_default=True,
     help="Folder for the stack, the worker's state and logs.",
 )
+@click.option(
+    "--broker",
+    type=click.Choice(["tansu", "kafka"]),
+    default="tansu",
+    show_default=True,
+    help="The local stack's Kafka broker: Tansu, or Apache Kafka (`citystream local install --kafka`).",
+)
 @click.option("--kafka-port", type=int, default=19092, show_default=True)
 @click.option("--influx-port", type=int, default=18086, show_default=True)
 def soak_command(
-    minutes: float, rate: float, sample_every: float, folder: Path, kafka_port: int, influx_port: int
+    minutes: float, rate: float, sample_every: float, folder: Path, broker: str, kafka_port: int, influx_port: int
 ) -> None:
     """Run a worker under simulated load for MINUTES and print its memory (RSS) over time."""
     from streams.settings import load_settings
@@ -66,7 +73,9 @@ def soak_command(
 
     console = Console()
     try:
-        stack = local_up(folder / "local", kafka_port, influx_port, echo=lambda m: console.print(f"  {m}"))
+        stack = local_up(
+            folder / "local", kafka_port, influx_port, echo=lambda m: console.print(f"  {m}"), broker=broker
+        )
     except LocalStackError as exc:
         raise click.ClickException(str(exc)) from None
     work = (folder / "worker").resolve()
@@ -120,7 +129,7 @@ def soak_command(
     finally:
         code = worker.stop()
         console.print(f"worker stopped (exit code {code}); log: {work / 'worker.log'}")
-    table = Table(title="worker memory over time")
+    table = Table(title=f"worker memory over time ({'Apache Kafka' if broker == 'kafka' else 'Tansu'})")
     table.add_column("minute", justify="right")
     table.add_column("RSS MB", justify="right")
     table.add_column("lag (messages)", justify="right")
@@ -132,6 +141,7 @@ def soak_command(
         print(
             json.dumps(
                 {
+                    "broker": broker,
                     "minutes": minutes,
                     "rate": rate,
                     "samples": len(samples),

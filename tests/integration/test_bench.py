@@ -29,9 +29,22 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
         "p99_latency_s",
         "alert_p99_latency_s",
         "rss_mb",
+        "broker",
     }
+    assert figures["broker"] == "tansu"
     for name in ("single_readings_per_s", "batch_readings_per_s", "baseline_readings_per_s", "rss_mb"):
         assert figures[name] > 0, name
     assert 0 < figures["batch_ratio_to_baseline"] < 10
     # probes every 100 ms for 15 s, each seen in InfluxDB
     assert 0 < figures["p50_latency_s"] <= figures["p99_latency_s"] < 30
+
+
+def test_bench_runs_on_apache_kafka_and_says_so(tmp_path: Path) -> None:
+    command = [*WorkerProcess.command()[:-1], "bench", "--broker", "kafka", "--phases", "single"]
+    command += ["--readings", "2000", "--devices", "200", "--dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["broker"] == "kafka"
+    assert figures["single_readings_per_s"] > 0 and figures["batch_readings_per_s"] is None
+    assert (tmp_path / "single" / "kafka").is_dir()  # the phase's stack ran Apache Kafka

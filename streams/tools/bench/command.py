@@ -58,6 +58,14 @@ from streams.tools.bench.phases import Bench
     help="Record the worker of each phase with py-spy (pip install py-spy): DIR/profile-<phase>.svg.",
 )
 @click.option(
+    "--broker",
+    type=click.Choice(["tansu", "kafka"]),
+    default="tansu",
+    show_default=True,
+    help="The Kafka broker of each phase's stack: Tansu, or Apache Kafka (a KRaft node; `citystream local "
+    "install --kafka` fetches its jars).",
+)
+@click.option(
     "--phases",
     default="single,batch,latency",
     show_default=True,
@@ -80,13 +88,15 @@ def bench_command(
     profile: bool,
     worker_settings: tuple[str, ...],
     phases: str,
+    broker: str,
 ) -> None:
     """Measure one worker: readings/s with single readings and with batch envelopes, against a baseline
     loop (aiokafka getmany + orjson + pydantic) on the same messages in the same run; produce-to-InfluxDB
     latency at a fixed rate; alert latency; peak memory with many devices.
 
-    Each phase starts its own Tansu and InfluxDB (Debian's influxdb package, installed when missing, as
-    root). The last line printed is one JSON object with the figures.
+    Each phase starts its own broker (Tansu, or Apache Kafka with --broker kafka) and InfluxDB (Debian's
+    influxdb package, installed when missing, as root). The last line printed is one JSON object with
+    the figures and the broker they were measured on.
     """
     console = Console()
     try:  # InfluxDB comes from Debian's package: installed when missing, as `citystream local up` does
@@ -114,7 +124,7 @@ def bench_command(
             if not equals or not name.startswith("CITYSTREAM_"):
                 raise click.BadParameter(f"{item!r} is not CITYSTREAM_NAME=VALUE", param_hint="--worker-setting")
             settings[name] = value
-        bench = Bench(folder, console, progress, profile, settings)
+        bench = Bench(folder, console, progress, profile, settings, broker=broker)
         single = batch = latency = None
         if "single" in phases:
             start_ms = time.time_ns() // 1_000_000 - 300_000
@@ -126,7 +136,7 @@ def bench_command(
             batch = bench.throughput("batch", messages, readings, batch_size, timeout_s)
         if "latency" in phases:
             latency = bench.latency(rate, latency_seconds)
-    figures = summarise(single, batch, latency)
+    figures = {**summarise(single, batch, latency), "broker": broker}
     console.print(figures_table(figures, single, batch, latency, batch_size=batch_size, rate=rate, devices=devices))
     for path in bench.profiles:
         console.print(f"profile: {path}")

@@ -78,9 +78,13 @@ class Stack:
     influx: ManagedService
 
     @classmethod
-    def start(cls, root: Path) -> Stack:
+    def start(cls, root: Path, broker: str = "tansu") -> Stack:
+        """A fresh stack under ``root``: Tansu, or with ``broker="kafka"`` an Apache Kafka KRaft node."""
         shutil.rmtree(root, ignore_errors=True)
-        kafka = localstack.tansu(free_port(), root / "tansu")
+        if broker == "kafka":
+            kafka = localstack.apache_kafka(free_port(), root / "kafka")
+        else:
+            kafka = localstack.tansu(free_port(), root / "tansu")
         influx = localstack.influxdb(free_port(), root / "influxdb")
         kafka.start(timeout=60)
         influx.start(timeout=60)

@@ -46,6 +46,8 @@ from streams.tools.bench.measure import (
 from streams.tools.soak import rss_mb
 from streams.tools.workerprocess import WorkerProcess
 
+POLL_S = 0.2  # how often the worker's counters and InfluxDB are polled
+
 
 class Bench:
     def __init__(
@@ -55,8 +57,10 @@ class Bench:
         progress: Progress,
         profile: bool = False,
         settings: dict[str, str] | None = None,
+        broker: str = "tansu",
     ) -> None:
         self.root = root
+        self.broker = broker  # tansu, or kafka: Apache Kafka's KRaft node
         self.settings = settings or {}
         self.console = console
         self.progress = progress
@@ -79,7 +83,7 @@ class Bench:
         self, name: str, messages: Iterator[Message], readings: int, per_message: int, timeout_s: float
     ) -> Throughput:
         root = self.root / name
-        stack = Stack.start(root)
+        stack = Stack.start(root, self.broker)
         worker = spy = None
         try:
             task = self._task(f"{name}: preload", readings)
@@ -114,10 +118,12 @@ class Bench:
                     points = raw_points(stack.influx.url)
                     if points >= readings:
                         break
-                time.sleep(0.2)
+                time.sleep(POLL_S)
             assert first is not None and processed is not None
-            seconds = time.perf_counter() - first
-            return Throughput(readings / seconds, readings / (processed - first), base, peak, points, seconds)
+            # both instants are seen by polling: a run shorter than one poll counts as one poll
+            seconds = max(time.perf_counter() - first, POLL_S)
+            processing = max(processed - first, POLL_S)
+            return Throughput(readings / seconds, readings / processing, base, peak, points, seconds)
         finally:
             if worker is not None:
                 worker.stop()
@@ -127,7 +133,7 @@ class Bench:
 
     def latency(self, rate: float, seconds: float) -> Latency:
         root = self.root / "latency"
-        stack = Stack.start(root)
+        stack = Stack.start(root, self.broker)
         worker, port = start_worker(stack, root, **self.settings)
         spy = self._profile(worker, "latency")
         result = Latency()

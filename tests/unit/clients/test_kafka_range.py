@@ -40,6 +40,7 @@ class Broker:
         self.first = dict(first or {})
         self.reported_end: dict[TopicPartition, int] = {}  # as Tansu: less than the true end
         self.consumers: list[dict[str, Any]] = []
+        self.described: list[list[str]] = []
         self.refuse = False
 
     def end(self, tp: TopicPartition) -> int:
@@ -55,6 +56,7 @@ class FakeConsumer:
         self.broker = broker
         self.positions: dict[TopicPartition, int] = {}
         self.paused: set[TopicPartition] = set()
+        self.assigned: set[TopicPartition] = set()
         self.stopped = False
 
     async def start(self) -> None:
@@ -65,7 +67,8 @@ class FakeConsumer:
         self.stopped = True
 
     def partitions_for_topic(self, topic: str) -> set[int] | None:
-        return {tp.partition for tp in self.broker.logs if tp.topic == topic} or None
+        # as Apache Kafka: a consumer that subscribed to nothing knows the topics it was assigned only
+        return {tp.partition for tp in self.assigned if tp.topic == topic} or None
 
     async def topics(self) -> set[str]:
         return {tp.topic for tp in self.broker.logs}
@@ -85,6 +88,7 @@ class FakeConsumer:
         return found
 
     def assign(self, tps: list[TopicPartition]) -> None:
+        self.assigned = set(tps)
         self.positions = dict.fromkeys(tps, 0)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
@@ -120,6 +124,13 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> Broker:
     """Two partitions of 5 records each, timestamps 1000, 2000, ... 5000."""
     fake = Broker({TopicPartition(TOPIC, p): [1000 * (i + 1) for i in range(5)] for p in (0, 1)})
     monkeypatch.setattr(streams.clients.kafka, "AIOKafkaConsumer", fake.consumer)
+
+    async def partition_counts(bootstrap: Any, topics: list[str], **options: Any) -> dict[str, int]:
+        fake.described.append(list(topics))  # the admin client describes what the consumer lacks
+        return {t: n for t in topics if (n := len({tp for tp in fake.logs if tp.topic == t}))}
+
+    monkeypatch.setattr(streams.clients.kafka, "partition_counts", partition_counts)
+    monkeypatch.setattr(streams.clients.kafka, "TOPIC_METADATA_WAIT_S", 0.3)
     return fake
 
 
@@ -171,6 +182,7 @@ async def test_read_until_quiet_when_the_stop_lies_beyond_the_records(broker: Br
 async def test_an_unknown_topic_and_an_unreachable_broker(broker: Broker) -> None:
     with pytest.raises(TopicNotFound):
         [b async for b in read_range("k:9092", "city.nothing.v1")]
+    assert len(broker.described) > 1  # described again while it waited for the topic to appear
     broker.refuse = True
     with pytest.raises(BrokerUnavailable, match="Unable to bootstrap"):
         await read()

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from schemas.readings import SOURCE_TOPICS, SourceKind
 from streams.errors import CitystreamError
@@ -273,6 +273,29 @@ def _security_hint(client_options: Mapping[str, object]) -> str:
     return hint + "; the aiokafka log lines before this one say more"
 
 
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], deadline: float) -> None:
+    """Wait until every partition of the topics has a leader.
+
+    Apache Kafka answers CreateTopics once the controller has recorded the topic, before the brokers
+    have caught up with it: until then the topic's metadata answers LEADER_NOT_AVAILABLE (or no
+    topic at all), and a client that asks at once finds no partition to read or write. A topic
+    another worker has just created is waited for too. Raises KafkaTimeoutError at ``deadline``.
+    """
+    pending = set(names)
+    while True:
+        described = await admin.describe_topics(sorted(pending))
+        for topic in described:
+            partitions = topic.get("partitions") or []
+            ready = topic.get("error_code", 0) == 0 and partitions
+            if ready and all(p.get("error_code", 0) == 0 and p.get("leader", -1) >= 0 for p in partitions):
+                pending.discard(topic["topic"])
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaTimeoutError(f"no leader yet for every partition of {', '.join(sorted(pending))}")
+        await asyncio.sleep(0.1)
+
+
 async def ensure_topics(
     bootstrap_servers: list[str] | str,
     topics: list[TopicSpec],
@@ -283,8 +306,9 @@ async def ensure_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
-    Retries an unreachable broker until ``timeout_s`` has passed, then raises BrokerUnavailable.
-    Another worker creating the same topic at the same moment is not an error.
+    Returns once every partition of every topic has a leader (Apache Kafka answers the creation
+    before that). Retries an unreachable broker until ``timeout_s`` has passed, then raises
+    BrokerUnavailable. Another worker creating the same topic at the same moment is not an error.
     """
     deadline = time.monotonic() + timeout_s
     delay = 0.2
@@ -307,6 +331,7 @@ async def ensure_topics(
                     log.info("created topic %s with %d partitions", spec.name, spec.partitions)
                 except TopicAlreadyExistsError:
                     pass
+            await _wait_for_leaders(admin, [t.name for t in topics], deadline)
             return created
         except (TimeoutError, KafkaConnectionError, OSError) as exc:
             if time.monotonic() + delay > deadline:

@@ -21,6 +21,7 @@ from streams.clients.kafka import (
     DEADLETTER_TOPIC,
     contract_topics,
     ensure_topics,
+    partition_counts,
     read_range,
     topic_end_offsets,
 )
@@ -50,7 +51,9 @@ async def committed_lag(bootstrap: str, group: str, topics: list[str], **client_
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **client_options)
     await consumer.start()
     try:
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        # asked of the broker: a new consumer may know no topic's metadata yet (Apache Kafka)
+        counts = await partition_counts(bootstrap, topics, **client_options)
+        partitions = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
         ends = await consumer.end_offsets(partitions)
         lag = 0
         for tp, end in ends.items():

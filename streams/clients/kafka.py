@@ -26,6 +26,11 @@ ALERTS_TOPIC = "city.alerts.v1"
 # A dead letter carries a whole source message (up to 1 MiB, more for a too_large one) as JSON text.
 DEADLETTER_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
+# A source topic takes a valid message whole (a 1 MiB value, its key and the record's overhead: a
+# broker's default max.message.bytes, 1 MiB + 12 bytes, refuses it uncompressed) and one a few times
+# over the limit, which the worker then dead-letters as too_large instead of the broker refusing it.
+SOURCE_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
 
 class BrokerUnavailable(CitystreamError):
     """The Kafka bootstrap servers did not answer (within the startup timeout, when there is one)."""
@@ -40,7 +45,8 @@ class TopicSpec:
 
 def contract_topics(source_partitions: int) -> list[TopicSpec]:
     """Every topic of schemas/CONTRACT.md section 1, sized for this deployment."""
-    sources = [TopicSpec(SOURCE_TOPICS[kind], source_partitions, {}) for kind in SourceKind]
+    source_config = {"max.message.bytes": str(SOURCE_MAX_MESSAGE_BYTES)}
+    sources = [TopicSpec(SOURCE_TOPICS[kind], source_partitions, source_config) for kind in SourceKind]
     return [
         *sources,
         TopicSpec(DEADLETTER_TOPIC, source_partitions, {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}),

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from streams.clients.kafka import (
     DEADLETTER_MAX_MESSAGE_BYTES,
     DEADLETTER_TOPIC,
+    SOURCE_MAX_MESSAGE_BYTES,
     TopicSpec,
     contract_topics,
     ensure_topics,
@@ -224,6 +225,9 @@ async def test_describe_configs_answers_the_topic_settings(apache_kafka: str) ->
     assert deadletters["cleanup.policy"] == "delete"
     assert deadletters["max.message.bytes"] == str(DEADLETTER_MAX_MESSAGE_BYTES)  # set by ensure_topics
     assert deadletters["min.insync.replicas"] == "1"
+    # a valid 1 MiB message with its key, and a too_large one, fit a source topic (the default does not)
+    sources = await _topic_configs(apache_kafka, "city.env.v1")
+    assert sources["max.message.bytes"] == str(SOURCE_MAX_MESSAGE_BYTES)
 
 
 async def test_a_message_round_trips(apache_kafka: str) -> None:

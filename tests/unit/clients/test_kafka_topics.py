@@ -1,4 +1,4 @@
-"""Topic creation's wait for leaders, without a broker."""
+"""Topic creation's wait for leaders, and the topics' settings, without a broker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from streams.clients.kafka import _wait_for_leaders
+from streams.clients.kafka import (
+    DEADLETTER_MAX_MESSAGE_BYTES,
+    DEADLETTER_TOPIC,
+    SOURCE_MAX_MESSAGE_BYTES,
+    _wait_for_leaders,
+    contract_topics,
+)
+from streams.core.decode import MAX_MESSAGE_BYTES
 
 
 class Admin:
@@ -36,3 +43,12 @@ async def test_a_topic_without_leaders_past_the_deadline_is_a_timeout() -> None:
     admin: Any = Admin(answers_without_leader=10**6)
     with pytest.raises(KafkaTimeoutError, match="no leader yet for every partition of a"):
         await _wait_for_leaders(admin, ["a"], time.monotonic() + 0.3)
+
+
+def test_a_source_topic_takes_a_valid_message_with_its_key_and_a_too_large_one() -> None:
+    topics = {spec.name: spec for spec in contract_topics(3)}
+    for name in ("city.taxi.adas.v1", "city.parking.v1", "city.env.v1"):
+        limit = int(topics[name].config["max.message.bytes"])
+        assert limit == SOURCE_MAX_MESSAGE_BYTES >= 2 * MAX_MESSAGE_BYTES + 1024  # a 1 MiB value and a 1 MiB key
+    assert topics[DEADLETTER_TOPIC].config == {"max.message.bytes": str(DEADLETTER_MAX_MESSAGE_BYTES)}
+    assert topics["city.alerts.v1"].config == {}

@@ -3,7 +3,9 @@
 ``/metrics`` is Prometheus' text format (:mod:`streams.runtime.metrics`). ``/healthz`` answers 200 while
 the event loop runs. ``/readyz`` answers 200 only when Kafka answered a metadata request and
 InfluxDB its ping within the last 15 s and the consumer group has given this worker its
-partitions (perhaps none), else 503 with a JSON body naming each failed check.
+partitions (perhaps none), else 503 with a JSON body naming each failed check. Kafka and InfluxDB
+are checked every 5 s, and every second after a check that failed (the first one may come before
+Faust's producer has connected).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from streams.runtime.sink import PointSink
 log = logging.getLogger("citystream.observability")
 
 CHECK_INTERVAL_S = 5.0
+RECHECK_INTERVAL_S = 1.0  # after a check that failed
 CHECK_TIMEOUT_S = 5.0
 
 
@@ -77,8 +80,9 @@ class Observability:
         app.page("/healthz", name="citystream_healthz")(healthz)
         app.page("/readyz", name="citystream_readyz")(readyz)
 
-    async def check(self) -> None:
-        """Ask Kafka for metadata and InfluxDB for a ping; remember when each last answered."""
+    async def check(self) -> bool:
+        """Ask Kafka for metadata and InfluxDB for a ping; remember when each last answered. Whether
+        both answered."""
         broker_ok, broker_error = await self._broker_answers()
         self.readiness.broker_checked(broker_ok, broker_error)
         writer = self.writer
@@ -87,12 +91,15 @@ class Observability:
         except TimeoutError:
             influx_ok = False
         self.readiness.influx_checked(influx_ok, f"no answer to /ping from {writer.description}")
+        return broker_ok and influx_ok
 
     async def _broker_answers(self) -> tuple[bool, str]:
         servers = self.servers
         client = producer_client(self.app)
         if client is None:
             return False, "the Kafka producer has not started"
+        if not client.cluster.brokers():
+            return False, "the Kafka producer has not connected yet"
         try:
             await asyncio.wait_for(client.fetch_all_metadata(), timeout=CHECK_TIMEOUT_S)
         except (TimeoutError, KafkaError, OSError) as exc:
@@ -100,10 +107,12 @@ class Observability:
         return True, ""
 
     async def run_checks(self, should_stop: Any) -> None:
-        """Check every few seconds until ``should_stop()`` (the worker service's flag)."""
+        """Check every few seconds, every second after a failed check, until ``should_stop()`` (the
+        worker service's flag)."""
         while not should_stop():
+            answered = False
             try:
-                await self.check()
+                answered = await self.check()
             except Exception as exc:  # a probe must never stop the worker; readiness reports it
                 log.warning("readiness check failed: %r", exc)
-            await asyncio.sleep(CHECK_INTERVAL_S)
+            await asyncio.sleep(CHECK_INTERVAL_S if answered else RECHECK_INTERVAL_S)

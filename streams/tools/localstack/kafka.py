@@ -298,8 +298,12 @@ def broker_ready(node_id: int) -> Callable[[str, int], bool]:
 
 
 def new_cluster_id() -> str:
-    """A random cluster id as Kafka's storage tool makes them (a UUID in URL-safe base64)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random cluster id as Kafka's storage tool makes them (a UUID in URL-safe base64), and as
+    Kafka's ``Uuid.randomUuid`` never starting with ``-``, which a command line takes for an option."""
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not value.startswith("-"):
+            return value
 
 
 @dataclass(frozen=True)
@@ -420,8 +424,7 @@ def format_storage(service: ManagedService, jars: Path, heap: str, cluster_id: s
         *_jvm(java_binary(), jars, heap, service.workdir / "log4j2.properties", service.workdir),
         "kafka.tools.StorageTool",
         "format",
-        "--cluster-id",
-        cluster_id,
+        f"--cluster-id={cluster_id}",  # one argument: an id may start with "-" (an older one, say)
         "--config",
         str(service.workdir / "server.properties"),
     ]

@@ -1,7 +1,21 @@
 """Session fixtures: real servers on loopback ports chosen at run time, data in temporary folders.
 
-* ``kafka_bootstrap``: a Tansu broker (Kafka protocol, in memory; topics are NOT auto-created:
-  create them with aiokafka's admin client). Yields ``"127.0.0.1:PORT"``.
+Every test that talks to Kafka through ``kafka_bootstrap`` or ``own_kafka`` runs twice, once per
+broker of ``broker_kind``: Tansu (``[tansu]`` in the test id, marker ``tansu``) and Apache Kafka
+(``[kafka]``, marker ``kafka``). One broker only: ``pytest -m tansu`` or ``pytest -m kafka`` (the
+tests of tests/integration/test_apache_kafka.py, which use ``apache_kafka`` or ``kafka_cluster``
+directly, carry the ``kafka`` marker too). The tests of one broker run together: pytest groups
+them by the session parameter, so one session broker runs at a time.
+
+* ``broker_kind``: ``"tansu"`` or ``"kafka"`` (a session parameter).
+* ``kafka_bootstrap``: the session broker of that kind: Tansu (Kafka protocol, in memory), or one
+  Apache Kafka node of its own (not the ``apache_kafka`` one). Yields ``"127.0.0.1:PORT"``; other
+  tests' topics and messages are on it too. Tansu creates a topic on its first message (with
+  partitions of its choosing), Apache Kafka never: create the topics first (``ensure_topics``,
+  or ``create_topics`` of tests/integration/helpers.py for the contract's).
+* ``own_kafka``: a broker of the test's own of that kind (a fresh Tansu, or a fresh Apache Kafka
+  node, about 3 s to start), for tests whose counts would mix with other tests' messages (those
+  that write the contract's source topics, or read a whole topic).
 * ``influxdb``: InfluxDB 1.6.7 (v1 API only). Yields the :class:`ManagedService` handle
   (``.url``, ``.stop()``, ``.start()``, ``.kill()``) for outage tests; the data survives a restart.
   No database is created: call ``streams.tools.localstack.create_database(url, name)``.
@@ -57,9 +71,22 @@ def _serve(
         service.stop()
 
 
+BROKERS = {"tansu": localstack.tansu, "kafka": localstack.apache_kafka}
+"""The brokers every Kafka test runs on, by their ``broker_kind`` (and test id, and marker)."""
+
+
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param(kind, id=kind, marks=getattr(pytest.mark, kind)) for kind in BROKERS],
+)
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with _serve(tmp_path_factory, localstack.tansu, "tansu") as service:
+def kafka_bootstrap(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _serve(tmp_path_factory, BROKERS[broker_kind], broker_kind) as service:
         yield service.address
 
 
@@ -90,9 +117,10 @@ def _restart_stopped_services() -> Iterator[None]:
 
 
 @pytest.fixture
-def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Tansu broker of the test's own, for tests that need topics no other test has written."""
-    with _serve(tmp_path_factory, localstack.tansu, "tansu-own") as service:
+def own_kafka(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker of the test's own (Tansu, or a fresh Apache Kafka node), for tests that need topics
+    no other test has written."""
+    with _serve(tmp_path_factory, BROKERS[broker_kind], f"{broker_kind}-own") as service:
         yield service.address
 
 
@@ -103,6 +131,14 @@ def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 _session_clusters: list[KafkaCluster] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of Apache Kafka itself (``apache_kafka``, ``kafka_cluster``) run with ``-m kafka`` too."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "broker_kind" not in names and ({"apache_kafka", "kafka_cluster"} & set(names)):
+            item.add_marker(pytest.mark.kafka)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,12 +17,24 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.clients.kafka import contract_topics, ensure_topics
 from streams.tools.localstack import free_port
 from streams.tools.workerprocess import WorkerProcess
+
+SOURCE_PARTITIONS = 4
+"""``CITYSTREAM_SOURCE_PARTITIONS`` of :func:`worker_env`."""
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def unique(name: str) -> str:
+    """``name`` with a random suffix: a database (and consumer group) no other test run has used.
+
+    The session's InfluxDB serves the tests of both brokers: a fixed name would mix one broker's
+    points into the other's counts and windows."""
+    return f"{name}_{uuid.uuid4().hex[:8]}"
 
 
 def worker_env(kafka_bootstrap: str, influx_url: str, database: str, **extra: str) -> dict[str, str]:
@@ -31,7 +44,7 @@ def worker_env(kafka_bootstrap: str, influx_url: str, database: str, **extra: st
         "CITYSTREAM_INFLUX_DB": database,
         "CITYSTREAM_APP_ID": f"test-{database}",
         "CITYSTREAM_WEB_PORT": str(free_port()),
-        "CITYSTREAM_SOURCE_PARTITIONS": "4",
+        "CITYSTREAM_SOURCE_PARTITIONS": str(SOURCE_PARTITIONS),
         "CITYSTREAM_WRITE_INTERVAL_S": "0.2",
         "CITYSTREAM_KAFKA_REBALANCE_TIMEOUT_S": "3",
         "CITYSTREAM_KAFKA_SESSION_TIMEOUT_S": "10",
@@ -40,6 +53,13 @@ def worker_env(kafka_bootstrap: str, influx_url: str, database: str, **extra: st
     }
     env.update(extra)
     return env
+
+
+async def create_topics(bootstrap: str, partitions: int = SOURCE_PARTITIONS) -> None:
+    """Create the contract's missing topics, as a worker does when it starts: Apache Kafka creates no
+    topic on its first message (Tansu does), so a test that produces before a worker has started, or
+    while one is starting, creates them first."""
+    await ensure_topics(bootstrap, contract_topics(partitions), timeout_s=30)
 
 
 async def produce(bootstrap: str, messages: Iterable[tuple[str, bytes | None, bytes | None]]) -> int:

@@ -21,11 +21,13 @@ from streams.tools.localstack import free_port
 from tests.integration import scenario as sc
 from tests.integration.helpers import (
     WorkerProcess,
+    create_topics,
     encode,
     influx_rows,
     now_ms,
     produce,
     read_topic,
+    unique,
     wait_for,
     worker_env,
 )
@@ -116,7 +118,7 @@ async def all_alerts(kafka: str, expected: int) -> list[dict[str, Any]]:
 def test_every_alert_kind_raised_and_cleared_once_across_a_sigkill(
     own_kafka: str, influx_url: str, tmp_path: Path
 ) -> None:
-    database = "alerts_all"
+    database = unique("alerts_all")
     registry = tmp_path / "registry.yaml"
     registry.write_text("parking_lots:\n  lot-full-1: {capacity: 4}\n  lot-bat: {capacity: 10}\n")
     thresholds = json.dumps({"station_offline_ms": OFFLINE_MS, "parking_offline_ms": OFFLINE_MS})
@@ -278,6 +280,7 @@ async def test_alert_consumer_filters_prints_and_posts_with_retries(own_kafka: s
     executable = shutil.which("citystream")
     assert executable
     try:
+        await create_topics(own_kafka)
         await produce(own_kafka, [(ALERTS, a["subject"]["id"].encode(), encode(a)) for a in alerts])
         result = subprocess.run(
             [

@@ -1,5 +1,6 @@
-"""End to end through a real Tansu broker and a real InfluxDB: every reading kind, every dead-letter
-reason, the v2 write path, an InfluxDB outage in the middle of a stream, and misconfigurations."""
+"""End to end through a real broker (Tansu, and Apache Kafka) and a real InfluxDB: every reading kind,
+every dead-letter reason, the v2 write path, an InfluxDB outage in the middle of a stream, and
+misconfigurations."""
 
 from __future__ import annotations
 
@@ -18,16 +19,19 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.clients.kafka import partition_counts
 from streams.tools.localstack import free_port
 from tests.integration.helpers import (
     WorkerProcess,
     count_points,
+    create_topics,
     dead_letter_reasons,
     encode,
     influx_rows,
     now_ms,
     produce,
     read_topic,
+    unique,
     wait_for,
     worker_env,
 )
@@ -66,7 +70,7 @@ def station(device_id: str, ts: int, pm25: float, **extra: Any) -> dict[str, Any
 
 
 async def test_every_kind_and_every_dead_letter_reason(kafka_bootstrap: str, influx_url: str, tmp_path: Path) -> None:
-    database = "ingest_all"
+    database = unique("ingest_all")
     registry = tmp_path / "registry.yaml"
     registry.write_text("env_stations:\n  env-dong-01: {district: dong, lat: 35.88, lon: 128.63}\n")
     t = now_ms() - 60_000
@@ -117,6 +121,7 @@ async def test_every_kind_and_every_dead_letter_reason(kafka_bootstrap: str, inf
         # a tombstone: no value at all
         (ENV, b"env-null", None),
     ]
+    await create_topics(kafka_bootstrap)
     await produce(kafka_bootstrap, messages)
 
     worker = WorkerProcess(
@@ -194,7 +199,8 @@ async def _wait_committed(bootstrap: str, group: str, topics: list[str], timeout
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or []]
+        counts = await partition_counts(bootstrap, topics)
+        partitions = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
         assert partitions
         ends = await consumer.end_offsets(partitions)
         deadline = time.monotonic() + timeout
@@ -216,7 +222,7 @@ OUTAGE_DEVICES = "device_id =~ /^out-/"
 
 
 async def test_influxdb_outage_loses_nothing(kafka_bootstrap: str, influxdb: Any, tmp_path: Path) -> None:
-    database = "outage"
+    database = unique("outage")
     t = now_ms() - 120_000
 
     def burst(start: int, n: int = 500) -> list[tuple[str, bytes, bytes]]:
@@ -225,6 +231,7 @@ async def test_influxdb_outage_loses_nothing(kafka_bootstrap: str, influxdb: Any
             for i in range(start, start + n)
         ]
 
+    await create_topics(kafka_bootstrap)
     worker = WorkerProcess(tmp_path, worker_env(kafka_bootstrap, influxdb.url, database)).start()
     try:
         await produce(kafka_bootstrap, burst(0))
@@ -259,12 +266,18 @@ async def test_influxdb_outage_loses_nothing(kafka_bootstrap: str, influxdb: Any
 async def test_v2_write_path(kafka_bootstrap: str, victoria_metrics: str, tmp_path: Path) -> None:
     token = "v2-secret-token-0f3c9a"
     t = now_ms() - 30_000
+    # VictoriaMetrics serves the tests of both brokers: this run's station and lot are its own
+    device, lot = unique("env-v2"), unique("v2-lot")
+    await create_topics(kafka_bootstrap)
     await produce(
         kafka_bootstrap,
         [
             *[(TAXI, b"taxi-v2", encode(taxi(300 + i, t + i * 1000))) for i in range(6)],
-            *[(PARKING, b"pk-v2", encode(spot(400 + i, t + i * 1000, lot_id="v2-lot"))) for i in range(4)],
-            *[(ENV, b"env-v2", encode(station("env-v2", t + i * 1000, 10.0 + i, district="seo"))) for i in range(3)],
+            *[(PARKING, b"pk-v2", encode(spot(400 + i, t + i * 1000, lot_id=lot))) for i in range(4)],
+            *[
+                (ENV, device.encode(), encode(station(device, t + i * 1000, 10.0 + i, district="seo")))
+                for i in range(3)
+            ],
         ],
     )
     env = worker_env(
@@ -274,7 +287,7 @@ async def test_v2_write_path(kafka_bootstrap: str, victoria_metrics: str, tmp_pa
         CITYSTREAM_INFLUX_API="v2",
         CITYSTREAM_INFLUX_ORG="daegu",
         CITYSTREAM_INFLUX_TOKEN=token,
-        CITYSTREAM_APP_ID="test-v2",
+        CITYSTREAM_APP_ID=unique("test-v2"),
     )
     worker = WorkerProcess(tmp_path, env).start()
 
@@ -289,15 +302,15 @@ async def test_v2_write_path(kafka_bootstrap: str, victoria_metrics: str, tmp_pa
         wait_for(
             lambda: (
                 len(samples("taxi_adas_speed_kmh")) >= 6
-                and len(samples("parking_occupied")) >= 4
-                and len(samples("environment_pm25_ugm3", district="seo")) >= 3
+                and len(samples("parking_occupied", lot_id=lot)) >= 4
+                and len(samples("environment_pm25_ugm3", district="seo", device_id=device)) >= 3
             ),
             90,
             "points through /api/v2/write",
             worker,
         )
-        assert sorted(samples("environment_pm25_ugm3", device_id="env-v2")) == [10.0, 11.0, 12.0]
-        assert sorted(samples("parking_occupied", lot_id="v2-lot")) == [0, 0, 1, 1]
+        assert sorted(samples("environment_pm25_ugm3", device_id=device)) == [10.0, 11.0, 12.0]
+        assert sorted(samples("parking_occupied", lot_id=lot)) == [0, 0, 1, 1]
     finally:
         assert worker.stop() == 0
     assert token not in worker.log()

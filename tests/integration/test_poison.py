@@ -34,6 +34,7 @@ from streams.tools.localstack import free_port
 from tests.integration.helpers import (
     WorkerProcess,
     count_points,
+    create_topics,
     encode,
     get,
     metric,
@@ -42,6 +43,7 @@ from tests.integration.helpers import (
     read_topic,
     samples_of,
     scrape,
+    unique,
     wait_for,
     worker_env,
 )
@@ -78,7 +80,7 @@ async def produce_gzip(bootstrap: str, topic: str, key: bytes, value: bytes) -> 
 async def test_poison_messages_are_dead_lettered_and_the_partition_moves_on(
     own_kafka: str, influx_url: str, tmp_path: Path
 ) -> None:
-    database = "poison"
+    database = unique("poison")
     t = now_ms() - 120_000
     port = free_port()
     # every message to one partition (key env-p), so that a stuck partition would hold back the rest
@@ -87,6 +89,7 @@ async def test_poison_messages_are_dead_lettered_and_the_partition_moves_on(
     control = b'{"device_id":"env-p","pad":"' + b"\x01" * (3 << 20) + b'"}'
     after = [(ENV, b"env-p", encode(station("env-p", t + 10 + i, 10 + i))) for i in range(20)]
 
+    await create_topics(own_kafka)
     await produce(own_kafka, [(ENV, b"env-p", encode(station("env-p", t - 1, 0)))])
     await produce(own_kafka, [(ENV, b"env-p", deep_batch)])
     await produce_gzip(own_kafka, ENV, b"env-p", control)
@@ -219,13 +222,17 @@ def v2_env(kafka: str, url: str, name: str, port: int) -> dict[str, str]:
 async def test_points_beyond_retention_are_rejected_for_good_and_the_rest_is_written(
     own_kafka: str, influx_v2: InfluxV2StandIn, tmp_path: Path
 ) -> None:
-    influx_v2.retention_ms = 3_600_000  # the bucket keeps an hour
+    # the bucket keeps three hours: the hour windows of the readings of ten minutes ago start at most
+    # 70 minutes ago, within it (with a bucket of one hour they fell out of it in an hour's first
+    # ten minutes)
+    influx_v2.retention_ms = 3 * 3_600_000
     t = now_ms() - 600_000
-    old = now_ms() - 2 * 3_600_000  # within the worker's 7 days, beyond the bucket's hour
+    old = now_ms() - 4 * 3_600_000  # within the worker's 7 days, beyond the bucket's three hours
     devices = [f"env-r{i:02d}" for i in range(40)]
     messages = [(ENV, d.encode(), encode(station(d, t + seq * 1000, seq))) for seq in range(60) for d in devices]
     for i in range(5):  # 5 old readings among 2,400
         messages.insert(100 + i * 400, (ENV, devices[i].encode(), encode(station(devices[i], old + i, 1000 + i))))
+    await create_topics(own_kafka)
     await produce(own_kafka, messages)
     port = free_port()
     worker = WorkerProcess(tmp_path / "worker", v2_env(own_kafka, influx_v2.url, "retention", port)).start()
@@ -236,7 +243,8 @@ async def test_points_beyond_retention_are_rejected_for_good_and_the_rest_is_wri
         # the 5 raw points (too late for the windows, stored raw only): refused for good, counted
         assert metric(series, "citystream_influx_points_rejected_total", reason="retention") == 5
         assert 422 in influx_v2.answers
-        assert get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+        status, body = get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 200, body
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
     log = worker.log()
@@ -249,6 +257,7 @@ async def test_a_refused_token_keeps_every_point_and_says_which_setting_to_fix(
     influx_v2.token_refused = True
     t = now_ms() - 120_000
     messages = [(ENV, f"env-a{i}".encode(), encode(station(f"env-a{i}", t + i, i))) for i in range(200)]
+    await create_topics(own_kafka)
     await produce(own_kafka, messages)
     port = free_port()
     worker = WorkerProcess(tmp_path / "worker", v2_env(own_kafka, influx_v2.url, "token", port)).start()

@@ -22,7 +22,7 @@ from PIL import Image
 from streams.clients.kafka import DEADLETTER_TOPIC, TopicSpec, ensure_topics
 from streams.tools.localstack import create_database
 from streams.tools.report import report_command
-from tests.integration.helpers import now_ms
+from tests.integration.helpers import now_ms, unique
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +66,12 @@ def rfc3339(epoch_ms: int) -> str:
 
 
 def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path: Path) -> None:
+    database = unique(DATABASE)  # the session's InfluxDB serves the tests of both brokers
     # a range in the near future: no other test's dead letter (stamped with the time it was sent) lies in it
     start = now_ms() + 10 * MINUTE
     start -= start % MINUTE
     end = start + 5 * MINUTE
-    create_database(influx_url, DATABASE)
+    create_database(influx_url, database)
     cells = [h3.latlng_to_cell(35.8694, 128.5939, 9), h3.latlng_to_cell(35.8400, 128.6480, 9)]
     zeros = "ufcw=0i,pcw=0i,ldw=0i,hmw=0i,overspeed=0i,obstacle=0i"
     lines = [
@@ -108,11 +109,11 @@ def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path:
         f"taxi_adas_1m,cell={cells[0]} readings=999i,fcw=99i {start - MINUTE}",
         f"parking,lot_id=lot-a,spot_id=A009 occupied=0i {start - 1}",
     ]
-    write_lines(influx_url, DATABASE, lines)
+    write_lines(influx_url, database, lines)
     # an alert's time is its window's end plus a sub-millisecond offset (README): this one's window ends
     # with the range
     alert = 'alerts,kind=parking.lot_full,status=cleared,severity=info subject="lot-a",value=0.8,threshold=0.85,'
-    write_lines(influx_url, DATABASE, [f'{alert}message="free",alert_id="x" {end * 1_000_000 + 624_945}'], "ns")
+    write_lines(influx_url, database, [f'{alert}message="free",alert_id="x" {end * 1_000_000 + 624_945}'], "ns")
     letters = [
         (start - 30_000, "schema"),  # before the range
         (start + 5_000, "schema"),
@@ -131,7 +132,7 @@ def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path:
         ["--from", rfc3339(start), "--to", rfc3339(end), "--out", str(out)],
         env={
             "CITYSTREAM_INFLUX_URL": influx_url,
-            "CITYSTREAM_INFLUX_DB": DATABASE,
+            "CITYSTREAM_INFLUX_DB": database,
             "CITYSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "CITYSTREAM_REGISTRY": str(registry),
         },

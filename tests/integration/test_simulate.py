@@ -1,4 +1,4 @@
-"""The simulator against a real Tansu broker: what it reports is what lands on the topics."""
+"""The simulator against a real broker (Tansu, and Apache Kafka): what it reports is what lands on the topics."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import loads
 from schemas.readings import SOURCE_TOPICS
+from streams.clients.kafka import partition_counts
 from streams.settings import load_settings
 from streams.tools.simulate import (
     MAX_MESSAGE_BYTES,
@@ -32,10 +33,8 @@ async def end_offsets(bootstrap: str) -> dict[TopicPartition, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        await consumer.topics()  # loads the metadata of every topic
-        partitions = [
-            TopicPartition(topic, p) for topic in TOPICS for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        counts = await partition_counts(bootstrap, list(TOPICS))
+        partitions = [TopicPartition(topic, p) for topic, n in counts.items() for p in range(n)]
         return await consumer.end_offsets(partitions)
     finally:
         await consumer.stop()
@@ -54,10 +53,8 @@ async def records_since(bootstrap: str, start: dict[TopicPartition, int], since_
     await consumer.start()
     records: list[Any] = []
     try:
-        await consumer.topics()
-        partitions = [
-            TopicPartition(topic, p) for topic in TOPICS for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        counts = await partition_counts(bootstrap, list(TOPICS))
+        partitions = [TopicPartition(topic, p) for topic, n in counts.items() for p in range(n)]
         consumer.assign(partitions)
         for tp in partitions:
             consumer.seek(tp, start.get(tp, 0))

@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     influx_rows,
     now_ms,
     produce,
+    unique,
     wait_for,
     worker_env,
 )
@@ -112,7 +113,7 @@ def _reading(device_id: str, ts: int, pm25: float, district: str | None) -> tupl
 async def test_worker_keeps_points_and_windows_of_districts_with_odd_characters(
     kafka_bootstrap: str, influx_url: str, tmp_path: Path
 ) -> None:
-    database = "tag_values_worker"
+    database = unique("tag_values_worker")
     devices = "device_id =~ /^tagv-/"  # the session broker holds other tests' readings too
     minute = now_ms() // MINUTE * MINUTE - 5 * MINUTE
     await ensure_topics(kafka_bootstrap, contract_topics(4), timeout_s=30)

@@ -20,9 +20,11 @@ from tests.integration import scenario as sc
 from tests.integration.helpers import (
     WorkerProcess,
     count_points,
+    create_topics,
     influx_rows,
     now_ms,
     produce,
+    unique,
     wait_for,
     worker_env,
 )
@@ -92,10 +94,11 @@ def window_env(
 async def test_windows_are_exact_with_disorder_duplicates_lateness_and_backfill(
     own_kafka: str, influx_url: str, tmp_path: Path
 ) -> None:
-    database = "windows_exact"
+    database = unique("windows_exact")
     # a backfill: event time three hours ago, sent now, out of order, with duplicates and late readings
     scenario = sc.build(hour_aligned_hours_ago(3), seed=11)
     assert scenario.duplicates > 0 and len(scenario.late) >= 3
+    await create_topics(own_kafka)
     await produce(own_kafka, scenario.messages)
     worker = WorkerProcess(tmp_path, window_env(own_kafka, influx_url, database, tmp_path, scenario)).start()
     try:
@@ -111,11 +114,12 @@ async def test_windows_are_exact_with_disorder_duplicates_lateness_and_backfill(
 async def test_sigkill_at_random_moments_loses_and_doubles_nothing(
     own_kafka: str, influx_url: str, tmp_path: Path
 ) -> None:
-    database = "windows_sigkill"
+    database = unique("windows_sigkill")
     scenario = sc.build(hour_aligned_hours_ago(4), seed=23, taxis=40, minutes=30, lots=4, spots=20, stations=10)
     env = window_env(own_kafka, influx_url, database, tmp_path, scenario, CITYSTREAM_KAFKA_SESSION_TIMEOUT_S="6")
     rng = random.Random(5)
     chunks = [scenario.messages[i : i + 1000] for i in range(0, len(scenario.messages), 1000)]
+    await create_topics(own_kafka)
     worker = WorkerProcess(tmp_path, env).start()
     kills = 0
     try:
@@ -144,8 +148,9 @@ def assigned_topics(log: str) -> set[str]:
 
 
 async def test_two_workers_give_the_same_windows_as_one(own_kafka: str, influx_url: str, tmp_path: Path) -> None:
-    database = "windows_two_workers"
+    database = unique("windows_two_workers")
     scenario = sc.build(hour_aligned_hours_ago(5), seed=31, taxis=12, stations=4)
+    await create_topics(own_kafka)
     await produce(own_kafka, scenario.messages)
     env = window_env(own_kafka, influx_url, database, tmp_path, scenario)
     first = WorkerProcess(tmp_path / "one", env).start()
@@ -167,9 +172,10 @@ async def test_two_workers_give_the_same_windows_as_one(own_kafka: str, influx_u
 async def test_a_worker_joining_mid_stream_takes_over_partitions_with_their_state(
     own_kafka: str, influx_url: str, tmp_path: Path
 ) -> None:
-    database = "windows_join"
+    database = unique("windows_join")
     scenario = sc.build(hour_aligned_hours_ago(6), seed=47, taxis=16, lots=3, spots=8, stations=4)
     env = window_env(own_kafka, influx_url, database, tmp_path, scenario)
+    await create_topics(own_kafka)
     first = WorkerProcess(tmp_path / "one", env).start()
     second = WorkerProcess(tmp_path / "two", {**env, "CITYSTREAM_WEB_PORT": str(free_port())})
     half = len(scenario.messages) // 2

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from schemas.readings import District, Latitude, Longitude, LotId
+from schemas.readings import District, Latitude, Longitude, LotId, SpotId
 from streams.errors import CitystreamError
 
 
@@ -28,15 +29,33 @@ class StationInfo(BaseModel):
     lon: Longitude | None = None
 
 
+class SensorInfo(BaseModel):
+    """Where a LoRaWAN parking sensor is mounted (contract 1.1): what its uplinks do not say."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lot_id: LotId
+    spot_id: SpotId
+
+
+# a LoRaWAN DevEUI: 8 bytes in hex, kept in lower case as a reading's device_id carries it
+DevEui = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{16}$"), AfterValidator(str.lower)]
+
+
 class Registry(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     parking_lots: dict[LotId, LotInfo] = Field(default_factory=dict)
     env_stations: dict[LotId, StationInfo] = Field(default_factory=dict)
+    parking_sensors: dict[DevEui, SensorInfo] = Field(default_factory=dict)
 
     def station_district(self, device_id: str) -> str | None:
         station = self.env_stations.get(device_id)
         return station.district if station is not None else None
+
+    def sensor_place(self, dev_eui: str) -> SensorInfo | None:
+        """The lot and spot of a parking sensor by its DevEUI (any case), if the registry has it."""
+        return self.parking_sensors.get(dev_eui.lower())
 
     def lot_capacity(self, lot_id: str) -> int | None:
         lot = self.parking_lots.get(lot_id)

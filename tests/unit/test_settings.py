@@ -87,8 +87,13 @@ def test_registry_is_read_and_checked(tmp_path: Path) -> None:
     good.write_text(
         "parking_lots:\n  suseong-alpha-1: {capacity: 120, district: suseong, lat: 35.8385, lon: 128.7046}\n"
         "env_stations:\n  env-jung-03: {district: jung, lat: 35.8690, lon: 128.5933}\n"
+        "parking_sensors:\n  70B3D57ED005A1B2: {lot_id: suseong-alpha-1, spot_id: A-017}\n"
     )
     registry = load_registry(good)
+    place = registry.sensor_place("70b3d57ed005a1b2")
+    assert place is not None and (place.lot_id, place.spot_id) == ("suseong-alpha-1", "A-017")
+    assert registry.sensor_place("70B3D57ED005A1B2") == place
+    assert registry.sensor_place("0000000000000000") is None
     assert registry.lot_capacity("suseong-alpha-1") == 120
     assert registry.station_district("env-jung-03") == "jung"
     assert registry.station_district("env-none") is None
@@ -96,6 +101,10 @@ def test_registry_is_read_and_checked(tmp_path: Path) -> None:
     bad.write_text("parking_lots:\n  lot-1: {capacity: 0}\n")
     with pytest.raises(RegistryError, match=r"parking_lots.lot-1.capacity"):
         load_registry(bad)
+    not_a_dev_eui = tmp_path / "sensors.yaml"
+    not_a_dev_eui.write_text("parking_sensors:\n  70b3d57e: {lot_id: lot-1, spot_id: A1}\n")
+    with pytest.raises(RegistryError, match=r"parking_sensors"):
+        load_registry(not_a_dev_eui)
     broken = tmp_path / "broken.yaml"
     broken.write_text("parking_lots: [\n")
     with pytest.raises(RegistryError, match="cannot read"):

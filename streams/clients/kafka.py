@@ -60,6 +60,18 @@ def state_topic(app_id: str, input_topic: str) -> str:
 
 
 STATE_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Kafka compacts only closed segments, and its defaults (1 GiB, 7 days) would let a partition's
+# snapshot history grow to a gigabyte first. A segment must hold the largest message, so twice it;
+# and an hour, so that a quiet partition's history is compacted too.
+STATE_SEGMENT_BYTES = 2 * STATE_MAX_MESSAGE_BYTES
+STATE_SEGMENT_MS = 3_600_000
+STATE_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES),
+    "segment.bytes": str(STATE_SEGMENT_BYTES),
+    "segment.ms": str(STATE_SEGMENT_MS),
+}
+"""The settings of a state topic: one key per partition (its number), compacted to the newest snapshot."""
 
 
 def internal_topics(
@@ -70,7 +82,7 @@ def internal_topics(
 
     A state topic has as many partitions as the topic whose partitions it snapshots.
     """
-    state_config = {"cleanup.policy": "compact", "max.message.bytes": str(STATE_MAX_MESSAGE_BYTES)}
+    state_config = STATE_TOPIC_CONFIG
     stateful = {**source_partitions, **dict.fromkeys(repartitioned, partitions)}
     return [
         *(TopicSpec(name, partitions, {}) for name in repartitioned),

@@ -68,6 +68,7 @@ class PartitionWork:
     last_offset: int = -1
     acks: list[Callable[[], object]] = field(default_factory=list)
     changed: bool = False
+    snapshot_bytes: int = 0  # the size of the newest snapshot taken (or restored), compressed
 
     def already_applied(self, offset: int) -> bool:
         return offset <= self.restored_offset
@@ -88,7 +89,9 @@ class PartitionWork:
             "rules": None if self.rules is None else self.rules.dump(),
             "alerts_positions": alerts_positions,
         }
-        return encode_snapshot(self.last_offset, state)
+        blob = encode_snapshot(self.last_offset, state)
+        self.snapshot_bytes = len(blob)
+        return blob
 
     def caught_up(self, now_ms: int) -> bool:
         """Whether the partition has processed its input up to about now (no backlog)."""
@@ -195,6 +198,7 @@ class Checkpointer:
                     # alerts this partition published after its snapshot are not published again
                     await self.outbox.recover(state.get("alerts_positions") or {})
             work.restored_offset = work.last_offset = offset
+            work.snapshot_bytes = len(blob)
             # quiet since the restore, as far as this worker knows: windows may close by the wall clock
             aggregate.clock.last_input_wall_ms = self.clock_ms()
             log.info(

@@ -278,11 +278,13 @@ class WorkerCollector(Collector):
             labels=["topic", "partition"],
         )
         windows: Counter[str] = Counter()
+        snapshots: dict[str, int] = {}
         for (topic, partition), work in sorted(works.items()):
             aggregate = work.aggregate
             if aggregate is None:
                 continue
             windows[topic] += open_windows(aggregate)
+            snapshots[topic] = max(snapshots.get(topic, 0), work.snapshot_bytes)
             watermark = aggregate.clock.watermark_ms if work.progress is None else work.progress.watermark_ms(now_ms)
             if watermark is not None:
                 delay.add_metric([topic, str(partition)], (now_ms - watermark) / 1000)
@@ -291,6 +293,15 @@ class WorkerCollector(Collector):
         for topic in sorted(windows):
             held.add_metric([topic], windows[topic])
         yield held
+        largest = GaugeMetricFamily(
+            "citystream_snapshot_bytes",
+            "The largest newest snapshot among the partitions of a topic this worker holds, as saved to "
+            "its state topic (compressed); it must stay well under the state topic's max.message.bytes.",
+            labels=["topic"],
+        )
+        for topic in sorted(snapshots):
+            largest.add_metric([topic], snapshots[topic])
+        yield largest
         yield GaugeMetricFamily("citystream_assigned_partitions", "Partitions this worker holds.", value=len(assigned))
         ready, _ = sources.readiness.report()
         yield GaugeMetricFamily("citystream_ready", "1 when /readyz would answer 200.", value=1 if ready else 0)

@@ -35,7 +35,7 @@ from streams.kinds import KINDS, SensorKind
 from streams.rules.partition import (
     PartitionRules,
 )
-from streams.rules.points import alert_line_ns
+from streams.rules.points import alert_line
 from streams.runtime.app import build_app
 from streams.runtime.checkpoint import Checkpointer, PartitionWork
 from streams.runtime.logs import configure_logging, logging_config
@@ -134,9 +134,8 @@ class Runtime:
         )
         self.ingestor = Ingestor(self.registry, self.limits)
         self.alert_policy = settings.alert_policy()
-        # alerts are written with nanosecond times: see streams.rules.points (two subjects, one window end)
         self.alerts_sink = PointSink(
-            make_writer(settings, precision="ns"),
+            make_writer(settings),
             batch_size=settings.write_batch_size,
             interval_s=settings.write_interval_s,
             max_pending=settings.max_pending_points,
@@ -146,7 +145,7 @@ class Runtime:
             settings.source_partitions,
             self._send,
             self.alerts_sink,
-            alert_line_ns,
+            alert_line,
             settings.bootstrap_servers,
         )
         app_id = settings.app_id

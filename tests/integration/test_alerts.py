@@ -227,13 +227,17 @@ def test_every_alert_kind_raised_and_cleared_once_across_a_sigkill(
     rows = influx_rows(influx_url, database, "SELECT * FROM alerts GROUP BY *")
     assert sorted((r["alert_id"], r["status"]) for r in rows) == sorted(once)
     row = next(r for r in rows if r["alert_id"] == advisory["alert_id"] and r["status"] == "raised")
-    assert (row["kind"], row["severity"], row["subject"], row["value"]) == (
+    assert (row["kind"], row["severity"], row["subject_type"], row["subject_id"], row["value"]) == (
         "air.pm25_advisory",
         "warning",
+        "station",
         "env-a",
         90.0,
     )
-    assert row["time"] // 1000 * 1000 == hour1 + HOUR  # the window end (plus a per-subject sub-ms offset)
+    assert row["time"] == hour1 + HOUR  # the window end, in milliseconds
+    # subjects are tags: one series per subject
+    subjects = influx_rows(influx_url, database, 'SELECT count("value") FROM alerts GROUP BY "subject_id"')
+    assert {r["subject_id"] for r in subjects} == {r["subject_id"] for r in rows}
 
 
 class _Receiver(BaseHTTPRequestHandler):

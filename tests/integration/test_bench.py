@@ -29,10 +29,17 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
         "p99_latency_s",
         "alert_p99_latency_s",
         "rss_mb",
+        "snapshot_max_bytes",
         "broker",
     }
     assert figures["broker"] == "tansu"
-    for name in ("single_readings_per_s", "batch_readings_per_s", "baseline_readings_per_s", "rss_mb"):
+    for name in (
+        "single_readings_per_s",
+        "batch_readings_per_s",
+        "baseline_readings_per_s",
+        "rss_mb",
+        "snapshot_max_bytes",
+    ):
         assert figures[name] > 0, name
     assert 0 < figures["batch_ratio_to_baseline"] < 10
     # probes every 100 ms for 15 s, each seen in InfluxDB

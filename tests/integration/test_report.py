@@ -27,6 +27,7 @@ from tests.integration.helpers import now_ms, unique
 pytestmark = pytest.mark.integration
 
 DATABASE = "report_test"
+LOT_FULL = "alerts,kind=parking.lot_full,severity=info,subject_type=lot"  # the start of an alerts point
 MINUTE = 60_000
 
 
@@ -100,20 +101,27 @@ def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path:
         f"pothole=0i,{zeros} {start + 2 * MINUTE}",
         # raw parking readings: four in the range
         *(f"parking,lot_id=lot-a,spot_id=A00{i} occupied=1i {start + i * 20_000}" for i in range(4)),
-        'alerts,kind=parking.lot_full,status=raised,severity=info subject="lot-a",value=0.975,threshold=0.95,'
-        f'message="full",alert_id="x" {start + 3 * MINUTE}',
-        'alerts,kind=parking.lot_full,status=raised,severity=info subject="lot-b",value=0.975,threshold=0.95,'
-        f'message="full",alert_id="y" {end + MINUTE}',
+        f'{LOT_FULL},status=raised,subject_id=lot-a value=0.975,threshold=0.95,message="full",alert_id="x" '
+        f"{start + 3 * MINUTE}",
+        f'{LOT_FULL},status=raised,subject_id=lot-b value=0.975,threshold=0.95,message="full",alert_id="y" '
+        f"{end + MINUTE}",
         # outside the range: ignored
         f"environment_1m,device_id=env-jung-01,district=jung readings=7i,pm25_ugm3_mean=300 {end}",
         f"taxi_adas_1m,cell={cells[0]} readings=999i,fcw=99i {start - MINUTE}",
         f"parking,lot_id=lot-a,spot_id=A009 occupied=0i {start - 1}",
     ]
     write_lines(influx_url, database, lines)
-    # an alert's time is its window's end plus a sub-millisecond offset (README): this one's window ends
-    # with the range
-    alert = 'alerts,kind=parking.lot_full,status=cleared,severity=info subject="lot-a",value=0.8,threshold=0.85,'
-    write_lines(influx_url, database, [f'{alert}message="free",alert_id="x" {end * 1_000_000 + 624_945}'], "ns")
+    # an alert's time is its window's end: this one's window ends with the range, at the same time as
+    # another lot's (subjects are tags: two series, two points)
+    cleared = 'value=0.8,threshold=0.85,message="free",alert_id="x"'
+    write_lines(
+        influx_url,
+        database,
+        [
+            f"{LOT_FULL},status=cleared,subject_id=lot-a {cleared} {end}",
+            f"{LOT_FULL},status=cleared,subject_id=lot-c {cleared} {end}",
+        ],
+    )
     letters = [
         (start - 30_000, "schema"),  # before the range
         (start + 5_000, "schema"),
@@ -158,7 +166,7 @@ def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path:
         "pothole": 1,
         "obstacle": 0,
     }
-    assert summary["alerts"] == {"parking.lot_full cleared": 1, "parking.lot_full raised": 1}
+    assert summary["alerts"] == {"parking.lot_full cleared": 2, "parking.lot_full raised": 1}
 
     charts = {name: out / name for name in ("pm25.png", "parking.png", "adas_map.png", "throughput.png")}
     for path in charts.values():

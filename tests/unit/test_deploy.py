@@ -824,7 +824,8 @@ LAYOUT: dict[str, Measurement] = {
         frozenset({"device_id", "district"}), frozenset(_ENV_WINDOW | {"cai", "cai_grade", "cai_pollutant"})
     ),
     ALERTS_MEASUREMENT: Measurement(
-        frozenset({"kind", "status", "severity"}), frozenset({"subject", "value", "threshold", "message", "alert_id"})
+        frozenset({"kind", "status", "severity", "subject_type", "subject_id"}),
+        frozenset({"value", "threshold", "message", "alert_id"}),
     ),
 }
 FLUX_COLUMNS = frozenset({"_time", "_value", "_field", "_measurement", "_start", "_stop"})
@@ -986,6 +987,7 @@ SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "citystream_fetch_lag": ("gauge", frozenset({"topic", "partition"})),
     "citystream_watermark_delay_seconds": ("gauge", frozenset({"topic", "partition"})),
     "citystream_open_windows": ("gauge", frozenset({"topic"})),
+    "citystream_snapshot_bytes": ("gauge", frozenset({"topic"})),
     "citystream_alerts_total": ("counter", frozenset({"kind", "status"})),
     "citystream_assigned_partitions": ("gauge", frozenset()),
     "citystream_ready": ("gauge", frozenset()),

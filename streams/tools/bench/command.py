@@ -159,6 +159,7 @@ def summarise(single: Throughput | None, batch: Throughput | None, latency: Late
         "p99_latency_s": _round(percentile(probes, 0.99), 3) if probes else None,
         "alert_p99_latency_s": _round(latency.alerts.get("p99_s"), 3) if latency else None,
         "rss_mb": _round(single.peak_rss_mb, 1) if single else None,
+        "snapshot_max_bytes": _round(single.snapshot_bytes) if single else None,
     }
 
 
@@ -185,6 +186,7 @@ def figures_table(
         table.add_row(f"{name}: readings/s validated and aggregated", f"{phase.processed_per_s:,.0f}", "")
         table.add_row(f"{name}: raw points stored", f"{phase.points:,} in {phase.seconds:.1f} s", "")
         table.add_row(f"{name}: peak RSS MB", f"{phase.peak_rss_mb:.0f}", "")
+        table.add_row(f"{name}: largest partition snapshot", f"{phase.snapshot_bytes / 1024:,.0f} KiB", "")
     if batch is not None:
         table.add_row("batch: worker / baseline", f"{figures['batch_ratio_to_baseline']:.3f}", "")
     if latency is not None:

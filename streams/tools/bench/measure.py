@@ -47,6 +47,14 @@ def metric(text: str, name: str) -> float:
     return total
 
 
+def largest(text: str, name: str) -> float:
+    """The largest of a metric's samples in a Prometheus exposition (0 when it has none)."""
+    found = [
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name) and line[len(name)] in " {"
+    ]
+    return max(found, default=0.0)
+
+
 def scrape(port: int) -> str:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
@@ -168,6 +176,8 @@ class Throughput:
     peak_rss_mb: float
     points: int
     seconds: float
+    # the largest snapshot a partition saved to its state topic, with every reading in the state
+    snapshot_bytes: float = 0.0
 
 
 @dataclass

@@ -37,6 +37,7 @@ from streams.tools.bench.measure import (
     alert_latency,
     baseline,
     influx_query,
+    largest,
     metric,
     produce_all,
     raw_points,
@@ -117,13 +118,15 @@ class Bench:
                     processed = processed or now
                     points = raw_points(stack.influx.url)
                     if points >= readings:
+                        # the checkpoint that wrote the last points took the snapshots before it
+                        snapshot = largest(scrape(port), "citystream_snapshot_bytes")
                         break
                 time.sleep(POLL_S)
             assert first is not None and processed is not None
             # both instants are seen by polling: a run shorter than one poll counts as one poll
             seconds = max(time.perf_counter() - first, POLL_S)
             processing = max(processed - first, POLL_S)
-            return Throughput(readings / seconds, readings / processing, base, peak, points, seconds)
+            return Throughput(readings / seconds, readings / processing, base, peak, points, seconds, snapshot)
         finally:
             if worker is not None:
                 worker.stop()

@@ -48,9 +48,7 @@ def build_queries(time_range: TimeRange, bucket_s: int) -> ReportQueries:
     Aggregates are selected from the start of the first minute window that overlaps the range, so a
     range starting at 10:00:30 still shows the 10:00 window. An alert's time is its window's end:
     alerts are counted whose window ends after the range's start and no later than the end of the
-    range's last minute, so the alerts of the readings in the range's last minute count (the
-    ``alerts`` points carry a sub-millisecond offset: the window's end is the time truncated to the
-    millisecond).
+    range's last minute, so the alerts of the readings in the range's last minute count.
     """
     aggregates = _where(time_range.window_start_ms, time_range.end_ms)
     raw = _where(time_range.start_ms, time_range.end_ms)

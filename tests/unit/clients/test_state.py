@@ -35,3 +35,5 @@ def test_every_stateful_topic_has_a_compacted_state_topic_as_wide_as_it() -> Non
     for name, width in {**sources, **dict.fromkeys(merged, 4)}.items():
         state = topics[state_topic("app", name)]
         assert state.partitions == width and state.config["cleanup.policy"] == "compact"
+        # a segment holds the largest snapshot: Kafka refuses a batch larger than a segment
+        assert int(state.config["segment.bytes"]) >= 2 * int(state.config["max.message.bytes"])

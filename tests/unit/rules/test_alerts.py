@@ -16,7 +16,7 @@ from streams.rules.book import AlertBook
 from streams.rules.cells import CellRules
 from streams.rules.devices import DeviceRules
 from streams.rules.lots import LotRules
-from streams.rules.points import alert_line, alert_line_ns, alert_time_ms, alert_time_ns
+from streams.rules.points import alert_line, alert_time_ms
 from streams.rules.policy import (
     BATTERY_LOW,
     DEVICE_OFFLINE,
@@ -801,16 +801,24 @@ def test_alert_line_parses_back() -> None:
     alert = _example()
     measurement, tags, fields, time = parse_line(alert_line(alert))
     assert measurement == "alerts"
-    assert tags == {"kind": "air.pm25_advisory", "status": "raised", "severity": "warning"}
+    assert tags == {
+        "kind": "air.pm25_advisory",
+        "status": "raised",
+        "severity": "warning",
+        "subject_type": "station",
+        "subject_id": STATION,
+    }
     assert fields == {
-        "subject": STATION,
         "value": 81.4,
         "threshold": 75.0,
         "message": "PM2.5 hourly mean 81.4 µg/m³ >= 75 for 2 consecutive hours at env-jung-03",
         "alert_id": "air.pm25_advisory:env-jung-03:2026-11-21T09:00:00Z",
     }
+    # the window end in milliseconds, with no offset
     assert time == H0 + HOUR == alert_time_ms(alert)
-    assert alert_line(alert).split(" ")[0] == "alerts,kind=air.pm25_advisory,severity=warning,status=raised"
+    assert alert_line(alert).split(" ")[0] == (
+        f"alerts,kind=air.pm25_advisory,severity=warning,status=raised,subject_id={STATION},subject_type=station"
+    )
 
 
 def test_alert_line_escapes_messages() -> None:
@@ -819,21 +827,15 @@ def test_alert_line_escapes_messages() -> None:
     assert fields["message"] == 'say "hi", a=b \\ end' and tags["status"] == "cleared"
 
 
-def test_ms_lines_of_two_subjects_collide_and_ns_lines_do_not() -> None:
+def test_two_subjects_alerts_of_one_window_are_two_series() -> None:
     a, b = _example(), _other_station()
-    # the contract's layout: same series (measurement + tags) and same time -> InfluxDB keeps one
-    measurement_a, tags_a, fields_a, t_a = parse_line(alert_line(a))
-    measurement_b, tags_b, fields_b, t_b = parse_line(alert_line(b))
-    assert (measurement_a, tags_a, t_a) == (measurement_b, tags_b, t_b)
-    assert fields_a["subject"] != fields_b["subject"]
-    # the nanosecond variant: distinct times within the same millisecond
-    ns_a, ns_b = alert_time_ns(a), alert_time_ns(b)
-    assert ns_a != ns_b
-    assert ns_a // 1_000_000 == ns_b // 1_000_000 == H0 + HOUR
-    assert parse_line(alert_line_ns(a))[3] == ns_a and parse_line(alert_line_ns(b))[3] == ns_b
-    assert parse_line(alert_line_ns(a))[1:3] == parse_line(alert_line(a))[1:3]
-    # deterministic: the same subject always gets the same offset
-    assert alert_time_ns(_example()) == ns_a
+    measurement_a, tags_a, _, t_a = parse_line(alert_line(a))
+    measurement_b, tags_b, _, t_b = parse_line(alert_line(b))
+    # one kind, one window end, one time: InfluxDB keeps both, as two series
+    assert (measurement_a, t_a) == (measurement_b, t_b) and tags_a != tags_b
+    assert {tags_a["subject_id"], tags_b["subject_id"]} == {a.subject.id, b.subject.id}
+    # the same alert written again (a restart) is the same point
+    assert alert_line(_example()) == alert_line(a)
 
 
 @pytest.mark.parametrize("make", [_example, _other_station])

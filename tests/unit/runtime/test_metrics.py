@@ -121,6 +121,7 @@ def test_exposition_after_known_work() -> None:
     assert verdicts.count(DUPLICATE) == 1 and verdicts.count(LATE) == 1
     work = PartitionWork(ENV_TOPIC, 0, aggregate)
     work.last_offset = 6
+    blob = work.snapshot({})
 
     sink = PointSink(FlakyWriter(), batch_size=100, interval_s=1.0, max_pending=10_000)
     alerts_sink = PointSink(FlakyWriter(), batch_size=100, interval_s=1.0, max_pending=10_000)
@@ -209,6 +210,8 @@ def test_exposition_after_known_work() -> None:
     )
     # env-1 and env-3: a minute window and an hour window each
     assert value(series, "citystream_open_windows", topic=ENV_TOPIC) == open_windows(aggregate) == 4
+    # the size of the snapshot the partition's last checkpoint saved
+    assert value(series, "citystream_snapshot_bytes", topic=ENV_TOPIC) == len(blob) > 0
     assert value(series, "citystream_assigned_partitions") == 2
     assert value(series, "citystream_ready") == 1
     assert "# TYPE citystream_influx_write_seconds histogram" in text

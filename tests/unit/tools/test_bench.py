@@ -93,7 +93,7 @@ def test_percentile() -> None:
 
 
 def test_summary_has_every_key_and_nulls_for_phases_not_run() -> None:
-    single = Throughput(10_000.0, 12_000.0, 200_000.0, 250.04, 500_000, 50.0)
+    single = Throughput(10_000.0, 12_000.0, 200_000.0, 250.04, 500_000, 50.0, 123_456.0)
     batch = Throughput(40_000.0, 60_000.0, 320_000.0, 180.0, 500_000, 12.5)
     latency = Latency(probes=[0.5] * 98 + [1.5, 2.5], sent=1000, alerts={"alerts": 10, "p99_s": 0.3456})
     figures = summarise(single, batch, latency)
@@ -106,6 +106,7 @@ def test_summary_has_every_key_and_nulls_for_phases_not_run() -> None:
         "p99_latency_s": 2.5,
         "alert_p99_latency_s": 0.346,
         "rss_mb": 250.0,
+        "snapshot_max_bytes": 123_456,
     }
     empty = summarise(None, None, None)
     assert set(empty) == set(figures) and set(empty.values()) == {None}

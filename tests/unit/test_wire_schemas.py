@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 from click.testing import CliRunner
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ValidationError
@@ -438,3 +439,47 @@ def test_the_simulators_messages_are_judged_alike() -> None:
             assert schema_accepts(name, text) is verdict, f"{name}: model says {verdict} of {text[:300]}"
             judged[verdict] += 1
     assert judged[True] > 100 and judged[False] > 20, judged
+
+
+# --- schemas/asyncapi.yaml refers to these files (the AsyncAPI parser checks it: tests/integration) -----
+
+ASYNCAPI = ROOT / "schemas" / "asyncapi.yaml"
+
+
+def asyncapi_messages() -> dict[str, Any]:
+    document = yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
+    messages: dict[str, Any] = document["components"]["messages"]
+    return messages
+
+
+def payload_files(message: dict[str, Any]) -> list[str]:
+    payload = message["payload"]
+    refs = [choice["$ref"] for choice in payload["oneOf"]] if "oneOf" in payload else [payload["$ref"]]
+    assert all(ref.startswith("./json/") for ref in refs), refs
+    return [ref.removeprefix("./json/") for ref in refs]
+
+
+def test_the_asyncapi_payloads_are_the_schema_files() -> None:
+    referenced = sorted(name for message in asyncapi_messages().values() for name in payload_files(message))
+    assert referenced == sorted(file.name for file in schema_files())
+
+
+def test_the_asyncapi_examples_are_valid_messages() -> None:
+    examples = 0
+    for message in asyncapi_messages().values():
+        for example in message.get("examples", []):
+            text = json.dumps(example["payload"])
+            accepting = [name for name in payload_files(message) if schema_accepts(name, text)]
+            assert len(accepting) == 1, f"{message['name']} example {example['name']}: oneOf matched {accepting}"
+            assert model_accepts(accepting[0], text), f"{message['name']} example {example['name']}"
+            examples += 1
+    assert examples >= 4
+
+
+def test_the_asyncapi_key_is_the_device_id() -> None:
+    document = yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
+    key = document["components"]["schemas"]["deviceKey"]
+    device_id = validator("taxi-reading.schema.json").schema["properties"]["device_id"]
+    assert {name: key[name] for name in ("minLength", "maxLength", "pattern")} == {
+        name: device_id[name] for name in ("minLength", "maxLength", "pattern")
+    }

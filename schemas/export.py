@@ -70,12 +70,16 @@ def schema_files() -> list[SchemaFile]:
 
 
 def json_schema(file: SchemaFile) -> dict[str, Any]:
-    """The document of one file: ``$schema``, ``$id``, then pydantic's schema of the model."""
+    """The document of one file: ``$schema``, ``$id``, title and description, then pydantic's schema of the model."""
     generated = file.model.model_json_schema(mode="validation")
     description = " ".join((generated.pop("description", "") or "").replace("``", "`").split())
-    document: dict[str, Any] = {"$schema": DRAFT_2020_12, "$id": file.schema_id}
+    document: dict[str, Any] = {
+        "$schema": DRAFT_2020_12,
+        "$id": file.schema_id,
+        "title": generated.pop("title"),
+        "description": f"{description} {file.note}".strip(),
+    }
     document.update(generated)
-    document["description"] = f"{description} {file.note}".strip()
     return document
 
 

@@ -114,7 +114,10 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 <= args.batch_size <= 1000:
         parser.error("--batch-size is 0 to 1000")
-    count = asyncio.run(produce(args))
+    try:
+        count = asyncio.run(produce(args))
+    except ValueError as error:  # a message the schema refuses, or one over 1 MiB
+        raise SystemExit(f"stopped: {error}") from None
     print(f"sent {count} messages to {args.topic}")
 
 

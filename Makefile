@@ -6,9 +6,10 @@ PYTHON ?= python
 help:  ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n", $$1, $$2}'
 
-install:  ## install the package with its development tools and the local stack's servers
+install:  ## install the package with its development tools, the local stack's servers and the AsyncAPI parser
 	$(PYTHON) -m pip install -e '.[dev]'
-	citystream local install --victoria-metrics --deploy-tools --kafka
+	citystream local install --victoria-metrics --deploy-tools --kcat --kafka
+	npm ci --ignore-scripts --no-audit --no-fund --prefix tests/asyncapi
 
 lint:  ## ruff: style, imports, and the layers' banned imports
 	ruff check .

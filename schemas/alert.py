@@ -19,6 +19,8 @@ class AlertSubject(BaseModel):
 
 
 class Alert(BaseModel):
+    """An alert raised or cleared for a station, lot, cell or device (``city.alerts.v1``)."""
+
     model_config = ConfigDict(frozen=True)
 
     alert_id: str

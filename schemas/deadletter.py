@@ -38,6 +38,9 @@ class DeadLetterSource(BaseModel):
 
 
 class DeadLetter(BaseModel):
+    """A message, or batch element, the processor could not process: why, and its original bytes
+    (``city.deadletter.v1``)."""
+
     model_config = ConfigDict(frozen=True)
 
     source: DeadLetterSource

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
 from schemas.timestamps import parse_rfc3339_ms
 
@@ -33,7 +33,28 @@ def _event_time_ms(value: Any) -> int:
     raise ValueError("ts must be an RFC 3339 string or integer epoch milliseconds")
 
 
-EventTimeMs = Annotated[int, BeforeValidator(_event_time_ms)]
+# RFC 3339 date-time with a required offset, as parse_rfc3339_ms takes it, for the JSON Schema. It bounds
+# months, days, hours, minutes, seconds and offsets; it cannot know the length of a month (Feb 30).
+RFC3339_PATTERN: Final = (
+    r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+
+EventTimeMs = Annotated[
+    int,
+    BeforeValidator(_event_time_ms),
+    WithJsonSchema(
+        {
+            "description": "Event time: an RFC 3339 date-time with a UTC offset (Z or +hh:mm; t, z and a space "
+            "instead of T are accepted), or an integer of epoch milliseconds. Digits beyond milliseconds "
+            "are cut off.",
+            "anyOf": [
+                {"type": "string", "pattern": RFC3339_PATTERN},
+                {"type": "integer"},
+            ],
+        }
+    ),
+]
 
 
 class SourceKind(StrEnum):
@@ -58,9 +79,11 @@ SOURCE_TOPICS: Final[dict[SourceKind, str]] = {
 class _Reading(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
-    device_id: DeviceId
+    device_id: Annotated[DeviceId, Field(description="The sensor; also the message key.")]
     ts: EventTimeMs
-    seq: Annotated[int, Field(ge=0)] | None = None
+    seq: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="A per-device counter (e.g. a LoRaWAN frame counter) used to spot duplicates."
+    )
 
     kind: ClassVar[SourceKind]
 
@@ -139,6 +162,15 @@ class EnvReading(_Reading):
     temp_c: Annotated[float, Field(ge=-50, le=70)] | None = None
     humidity_pct: Annotated[float, Field(ge=0, le=100)] | None = None
     noise_dba: Annotated[float, Field(ge=0, le=160)] | None = None
+
+    # the model validator below, as JSON Schema: one measurement present and not null
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in ENV_MEASUREMENTS
+            ]
+        }
+    )
 
     @model_validator(mode="after")
     def _at_least_one_measurement(self) -> EnvReading:

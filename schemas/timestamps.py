@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 # RFC 3339 section 5.6: full-date "T" full-time, where full-time requires an offset (Z or +hh:mm).
 # The grammar allows "t", "z" and (by note) a space in place of "T".
-_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})")
+# ASCII digits only: without re.ASCII, \d would take any Unicode digit ("٢٠٢٦" for 2026).
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -17,12 +17,12 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from schemas import codec
+from schemas.batch import MAX_BATCH_READINGS
 from schemas.deadletter import DeadLetter, DeadLetterReason, DeadLetterSource, FieldError
 from schemas.readings import EnvReading, ParkingReading, Reading, TaxiReading
 from schemas.timestamps import format_ms
 
 MAX_MESSAGE_BYTES: Final = 1024 * 1024
-MAX_BATCH_READINGS: Final = 1000
 # a dead letter keeps at most this much of the original payload, and of the original key
 MAX_PAYLOAD_BYTES: Final = 1024 * 1024
 MAX_KEY_BYTES: Final = 1024 * 1024

@@ -21,6 +21,7 @@ def _register() -> None:
     from streams.tools.bench import bench_command
     from streams.tools.deadletters import deadletters_command
     from streams.tools.demo import demo_command
+    from streams.tools.jsonschemas import schemas_command
     from streams.tools.localstack import local_command
     from streams.tools.report import report_command
     from streams.tools.simulate import simulate_command
@@ -33,6 +34,7 @@ def _register() -> None:
     cli.add_command(demo_command)
     cli.add_command(local_command)
     cli.add_command(report_command)
+    cli.add_command(schemas_command)
     cli.add_command(simulate_command)
     cli.add_command(soak_command)
     cli.add_command(worker_command)
@@ -41,3 +43,7 @@ def _register() -> None:
 def main() -> None:
     _register()
     cli()
+
+
+if __name__ == "__main__":  # python -m streams.tools.cli
+    main()

@@ -154,6 +154,12 @@ def status_command(dir_: Path) -> None:
     "check deploy/ with them.",
 )
 @click.option(
+    "--kcat",
+    "with_kcat",
+    is_flag=True,
+    help="Also install kcat (Debian's kcat): the tests run the shell examples of examples/kcat/ with it.",
+)
+@click.option(
     "--kafka",
     "with_kafka",
     is_flag=True,
@@ -161,20 +167,20 @@ def status_command(dir_: Path) -> None:
     "and the tests), installing Debian's openjdk-17-jre-headless and maven when missing.",
 )
 @_fail_cleanly
-def install_command(with_victoria: bool, deploy_tools: bool, with_kafka: bool) -> None:
+def install_command(with_victoria: bool, deploy_tools: bool, with_kcat: bool, with_kafka: bool) -> None:
     """Install Debian's influxdb (and victoria-metrics, and the deploy check tools) if they are missing.
 
     Needs root and apt-get; otherwise prints the `sudo apt-get install` line to run. Run it once
     before the tests:
 
     \b
-      pip install -e '.[dev]' && citystream local install --victoria-metrics --deploy-tools --kafka && pytest
+      pip install -e '.[dev]' && citystream local install --victoria-metrics --deploy-tools --kcat --kafka && pytest
 
     With --kafka it also fetches Apache Kafka's jars (about 45 MB, once) into
     ~/.cache/citystream/kafka/VERSION/ ($CITYSTREAM_KAFKA_CACHE/VERSION/ when set).
     """
-    installed = install_packages(with_victoria, deploy_tools=deploy_tools, echo=click.echo)
-    wanted = wanted_packages(with_victoria, deploy_tools)
+    installed = install_packages(with_victoria, deploy_tools=deploy_tools, kcat=with_kcat, echo=click.echo)
+    wanted = wanted_packages(with_victoria, deploy_tools, with_kcat)
     for package in wanted:
         binary = debian_binary(PACKAGES[package], package)
         verb = "installed" if package in installed else "already installed"

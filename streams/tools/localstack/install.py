@@ -33,7 +33,7 @@ def tansu_binary() -> str:
 def debian_binary(binary: str, package: str) -> str:
     path = shutil.which(binary)
     if path is None:
-        flag = " --victoria-metrics" if package == "victoria-metrics" else ""
+        flag = {"victoria-metrics": " --victoria-metrics", "kcat": " --kcat"}.get(package, "")
         raise MissingBinaryError(
             f"`{binary}` is not installed: it comes from Debian's `{package}` package. "
             f"Run `{INSTALL_HINT}{flag}` (as root) or `sudo apt-get install -y {package}`."
@@ -46,17 +46,22 @@ PACKAGES = {"influxdb": "influxd", "victoria-metrics": "victoria-metrics"}
 # `kubectl kustomize`
 DEPLOY_TOOLS = {"docker-compose": "docker-compose", "prometheus": "promtool", "kubernetes-client": "kubectl"}
 PACKAGES.update(DEPLOY_TOOLS)
+# what the shell examples for integrators (examples/kcat/) and their test run
+PACKAGES["kcat"] = "kcat"
 
 
-def wanted_packages(victoria_metrics: bool, deploy_tools: bool) -> list[str]:
+def wanted_packages(victoria_metrics: bool, deploy_tools: bool, kcat: bool = False) -> list[str]:
     return (
-        ["influxdb"] + (["victoria-metrics"] if victoria_metrics else []) + (list(DEPLOY_TOOLS) if deploy_tools else [])
+        ["influxdb"]
+        + (["victoria-metrics"] if victoria_metrics else [])
+        + (list(DEPLOY_TOOLS) if deploy_tools else [])
+        + (["kcat"] if kcat else [])
     )
 
 
-def missing_packages(victoria_metrics: bool = False, deploy_tools: bool = False) -> list[str]:
+def missing_packages(victoria_metrics: bool = False, deploy_tools: bool = False, kcat: bool = False) -> list[str]:
     """The Debian packages whose binary is not installed."""
-    wanted = wanted_packages(victoria_metrics, deploy_tools)
+    wanted = wanted_packages(victoria_metrics, deploy_tools, kcat)
     missing = []
     for package in wanted:
         try:
@@ -67,21 +72,25 @@ def missing_packages(victoria_metrics: bool = False, deploy_tools: bool = False)
 
 
 def install_packages(
-    victoria_metrics: bool = False, *, deploy_tools: bool = False, echo: Callable[[str], None] | None = None
+    victoria_metrics: bool = False,
+    *,
+    deploy_tools: bool = False,
+    kcat: bool = False,
+    echo: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """``apt-get install`` influxdb (and victoria-metrics, and the deploy check tools) when their binaries are missing.
+    """``apt-get install`` influxdb (and victoria-metrics, the deploy check tools, kcat) when a binary is missing.
 
     Returns the packages installed (empty when all were there). Raises InstallError when not root
     (with the exact ``sudo apt-get install`` line), without apt-get, or when apt-get fails.
     """
-    missing = missing_packages(victoria_metrics, deploy_tools)
+    missing = missing_packages(victoria_metrics, deploy_tools, kcat)
     if not missing:
         return []
     # The packages' postinst tries to start a systemd service; in containers it prints
     # "invoke-rc.d: policy-rc.d denied execution of start." That is fine: we start the servers
     # ourselves.
     apt_install(missing, what=f"the {' and '.join(missing)} server(s)", echo=echo)
-    still = missing_packages(victoria_metrics, deploy_tools)
+    still = missing_packages(victoria_metrics, deploy_tools, kcat)
     if still:
         raise InstallError(f"apt-get finished but {', '.join(still)} is still missing")
     return missing

@@ -89,6 +89,7 @@ def test_event_time_forms(ts: object, expected_ms: int) -> None:
         "2026-11-21",
         "2026-02-30T00:00:00Z",
         "2026-11-21T21:20:00+25:00",
+        "٢٠٢٦-11-21T21:20:00Z",  # Arabic-Indic digits: RFC 3339 digits are ASCII
         "yesterday",
         1.7953e12,
         True,

@@ -17,6 +17,8 @@ class DeadLetterReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     STALE_TIMESTAMP = "stale_timestamp"
     PROCESSING_ERROR = "processing_error"  # the processor failed on the message (a bug); version 1.1
+    # version 1.1: an uplink a gateway bridge could not map to a reading (no Kafka coordinates)
+    UNMAPPABLE = "unmappable"
 
 
 class FieldError(BaseModel):
@@ -28,11 +30,14 @@ class FieldError(BaseModel):
 
 
 class DeadLetterSource(BaseModel):
+    """Where the message came from: a Kafka topic, partition and offset, or (version 1.1) a gateway
+    bridge's ``mqtt:<topic>`` with no partition or offset."""
+
     model_config = ConfigDict(frozen=True)
 
     topic: str
-    partition: int
-    offset: int
+    partition: int | None
+    offset: int | None
     key: str | None
     timestamp_ms: int | None
 

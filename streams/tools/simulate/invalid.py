@@ -19,8 +19,9 @@ from streams.tools.simulate.sensor import Body
 FUTURE_OFFSET_MS: Final = 3_600_000  # future_timestamp messages: 1 hour ahead of the clock
 STALE_OFFSET_MS: Final = 8 * 86_400_000  # stale_timestamp messages: 8 days behind the clock
 
-# The reasons a message is sent invalid for: every DeadLetterReason but processing_error (the
-# worker's failure, not the message's), as the plain strings the report counts them by. The
+# The reasons a message on a source topic is sent invalid for: every DeadLetterReason but
+# processing_error (the worker's failure, not the message's) and unmappable (a gateway bridge's,
+# for MQTT uplinks), as the plain strings the report counts them by. The
 # Literal lets mypy check InvalidFactory's branches; tests/unit/tools/test_simulate.py checks it
 # names the same reasons as the enum.
 IntendedReason = Literal[
@@ -33,8 +34,9 @@ IntendedReason = Literal[
     "future_timestamp",
     "stale_timestamp",
 ]
+NOT_FROM_A_MESSAGE: Final = frozenset({DeadLetterReason.PROCESSING_ERROR, DeadLetterReason.UNMAPPABLE})
 MESSAGE_REASONS: Final[tuple[IntendedReason, ...]] = tuple(
-    cast(IntendedReason, reason.value) for reason in DeadLetterReason if reason is not DeadLetterReason.PROCESSING_ERROR
+    cast(IntendedReason, reason.value) for reason in DeadLetterReason if reason not in NOT_FROM_A_MESSAGE
 )
 # what one element of an otherwise valid batch can be wrong about
 ELEMENT_REASONS: Final[tuple[IntendedReason, ...]] = (

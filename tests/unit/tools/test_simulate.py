@@ -507,8 +507,12 @@ def test_the_worker_decoder_agrees_with_every_intended_reason() -> None:
 
 def test_the_intended_reasons_are_the_contracts_dead_letter_reasons() -> None:
     contract = {reason.value for reason in DeadLetterReason}
-    # every reason a message can earn; processing_error is the worker's failure, not the message's
-    assert set(MESSAGE_REASONS) == contract - {DeadLetterReason.PROCESSING_ERROR.value}
+    # every reason a message on a source topic can earn; processing_error is the worker's failure,
+    # unmappable a gateway bridge's verdict on an MQTT uplink
+    assert set(MESSAGE_REASONS) == contract - {
+        DeadLetterReason.PROCESSING_ERROR.value,
+        DeadLetterReason.UNMAPPABLE.value,
+    }
     assert set(ELEMENT_REASONS) <= set(MESSAGE_REASONS)
     assert get_args(IntendedReason) == MESSAGE_REASONS
     assert all(type(reason) is str for reason in MESSAGE_REASONS)  # the report counts plain strings

@@ -6,7 +6,7 @@ import faust
 from faust.types.auth import CredentialsT
 
 from streams.clients.kafka import DEADLETTER_MAX_MESSAGE_BYTES
-from streams.runtime.faust_adapter import BatchApp
+from streams.runtime.faust_adapter import BatchApp, pace_metadata_retries
 from streams.settings import Settings, kafka_ssl_context
 
 
@@ -32,6 +32,7 @@ def broker_credentials(settings: Settings) -> CredentialsT | None:
 
 
 def build_app(settings: Settings) -> BatchApp:
+    pace_metadata_retries()  # no busy loop of the Kafka clients while no broker answers
     return BatchApp(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers],

@@ -8,7 +8,27 @@ changed (the source of ``Consumer._drain_messages``, the attributes below). What
   ``_add_gap``, ``_n_acked``, ``_commit_every``, ``_stopped`` and the fetcher's ``_stopped``;
 * ``Consumer._read_offset`` and ``Consumer._committed_offset`` (read by :class:`FaustConsumerView`);
 * ``Producer._producer``, the aiokafka producer, whose client answers metadata requests
-  (:func:`producer_client`).
+  (:func:`producer_client`);
+* ``Producer._settings_extra`` (the aiokafka producer's arguments beyond Faust's settings),
+  extended by :class:`IdempotentProducer`;
+* aiokafka's ``AIOKafkaClient._metadata_update`` and ``_retry_backoff`` (aiokafka 0.14), paced by
+  :func:`pace_metadata_retries`.
+
+**An idempotent producer.** A broker that goes away after writing a batch and before answering
+leaves the client to send the batch again: without idempotence, the topic holds it twice (an alert
+published twice, after a broker's restart). :class:`IdempotentProducer` turns idempotence on
+(acks=all, which the worker uses anyway): the broker writes a batch sent again once. A broker that
+does not take idempotent producers (Tansu, the local stack's: InitProducerId answers an unknown
+error) is found before the app starts (:func:`idempotence_supported`), and the producer is then
+made as Faust makes it.
+
+**Metadata retries.** When no broker answers, aiokafka's producer (and fetcher) ask for a metadata
+update again as soon as one fails, without the retry backoff: with the brokers away (a restart, a
+network cut) every client of the worker tried to connect and logged two errors thousands of times a
+second, a CPU core busy and tens of megabytes of log a minute. :func:`pace_metadata_retries` makes a
+failed metadata update wait ``retry_backoff_ms`` (100 ms) before it reports its failure, so the
+clients retry ten times a second; the callers waiting for it wait along, and a broker that answers
+again is found within that.
 
 **Batches.** Faust's consumer hands each fetched batch of messages to a handler at once.
 
@@ -29,16 +49,22 @@ acknowledged messages.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 
 import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import ClusterAuthorizationFailedError, UnknownError, UnsupportedVersionError
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message, TransportT
 
 BatchHandler = Callable[[list[Message]], Awaitable[None]]
+
+log = logging.getLogger(__name__)
 
 
 class BatchConsumer(aiokafka_driver.Consumer):
@@ -110,8 +136,43 @@ class BatchConsumer(aiokafka_driver.Consumer):
             unset_flag(CONSUMER_FETCHING)
 
 
+class IdempotentProducer(aiokafka_driver.Producer):
+    """Faust's aiokafka producer with idempotence on, unless ``app.idempotent_producer`` is False
+    (see the module's doc)."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        extra = super()._settings_extra()
+        if not getattr(self.app, "idempotent_producer", True):
+            return extra
+        return {**extra, "acks": "all", "enable_idempotence": True}
+
+
+async def idempotence_supported(bootstrap_servers: list[str], timeout_s: float = 30.0, **client_options: Any) -> bool:
+    """Whether the brokers take idempotent producers: False when they refuse one (an unknown error
+    or an unsupported request, as from Tansu; no permission for it); True otherwise, a broker that
+    does not answer within ``timeout_s`` included (the producer's own start then says why)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", enable_idempotence=True, **client_options
+    )
+    try:
+        await asyncio.wait_for(producer.start(), timeout_s)
+    except (UnknownError, UnsupportedVersionError, ClusterAuthorizationFailedError) as exc:
+        log.warning(
+            "the Kafka brokers refuse idempotent producers (%r): the worker's producer is not idempotent, "
+            "and a batch sent again after a broker's restart may be written twice",
+            exc,
+        )
+        return False
+    except Exception:  # not a refusal (no answer, say): the producer's own start tells
+        return True
+    finally:
+        await producer.stop()
+    return True
+
+
 class BatchTransport(aiokafka_driver.Transport):
     Consumer = BatchConsumer
+    Producer = IdempotentProducer
 
 
 class BatchApp(faust.App):
@@ -122,6 +183,8 @@ class BatchApp(faust.App):
     """
 
     batch_handlers: dict[str, BatchHandler]
+
+    idempotent_producer = True  # see IdempotentProducer
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.batch_handlers = {}
@@ -186,3 +249,20 @@ def producer_client(app: Any) -> Any | None:
     """The aiokafka client of Faust's producer (it answers metadata requests), once it has started."""
     producer = getattr(app.producer, "_producer", None)
     return getattr(producer, "client", None)
+
+
+def pace_metadata_retries() -> None:
+    """Make every aiokafka client of this process wait its retry backoff after a failed metadata
+    update (see the module's doc). Idempotent."""
+    update = AIOKafkaClient._metadata_update
+    if getattr(update, "paced", False):
+        return
+
+    async def paced_update(self: AIOKafkaClient, cluster_metadata: Any, topics: Any) -> bool:
+        updated: bool = await update(self, cluster_metadata, topics)
+        if not updated:
+            await asyncio.sleep(self._retry_backoff)
+        return updated
+
+    paced_update.paced = True  # type: ignore[attr-defined]
+    AIOKafkaClient._metadata_update = paced_update

@@ -38,6 +38,7 @@ from streams.rules.partition import (
 from streams.rules.points import alert_line
 from streams.runtime.app import build_app
 from streams.runtime.checkpoint import Checkpointer, PartitionWork
+from streams.runtime.faust_adapter import idempotence_supported
 from streams.runtime.logs import configure_logging, logging_config
 from streams.runtime.metrics import MetricSources
 from streams.runtime.observability import Observability
@@ -427,6 +428,9 @@ class Runtime:
             replication=settings.topic_replication,
             timeout_s=settings.startup_timeout_s,
             **self.kafka_options,
+        )
+        self.app.idempotent_producer = await idempotence_supported(
+            servers, settings.startup_timeout_s, **self.kafka_options
         )
         sources = [kind.topic for kind in KINDS]
         counts = await partition_counts(servers, [*sources, ALERTS_TOPIC], **self.kafka_options)

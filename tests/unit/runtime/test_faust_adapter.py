@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import time
 import tomllib
 from pathlib import Path
 
 import faust
+from aiokafka.client import AIOKafkaClient
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from packaging.specifiers import SpecifierSet
@@ -98,3 +100,29 @@ def test_producer_client_is_none_until_the_producer_starts() -> None:
 
     Started._producer.client = client  # type: ignore[attr-defined]
     assert producer_client(_App(None, Started())) is client
+
+
+async def test_a_failed_metadata_update_waits_the_retry_backoff_before_it_is_asked_again() -> None:
+    faust_adapter.pace_metadata_retries()
+    faust_adapter.pace_metadata_retries()  # once only
+    client = AIOKafkaClient(bootstrap_servers="127.0.0.1:9", retry_backoff_ms=200)
+    started = time.monotonic()
+    assert await client._metadata_update(client.cluster, []) is False  # no broker known: fails at once
+    assert time.monotonic() - started >= 0.2
+    assert AIOKafkaClient._metadata_update.paced  # type: ignore[attr-defined]
+
+
+async def test_the_workers_producer_is_idempotent() -> None:
+    app = faust_adapter.BatchApp("idempotence-check", broker="kafka://127.0.0.1:1", producer_acks=-1)
+    assert "_settings_extra" in vars(aiokafka_driver.Producer)
+    producer = app.producer
+    assert isinstance(producer, faust_adapter.IdempotentProducer)
+    client = producer._new_producer()  # not started: no broker needed
+    assert client._txn_manager is not None  # aiokafka's sequence numbers: idempotence on
+    assert client._txn_manager.transactional_id is None  # not transactions
+
+
+async def test_the_producer_is_made_as_faust_makes_it_for_brokers_that_refuse_idempotence() -> None:
+    app = faust_adapter.BatchApp("idempotence-refused", broker="kafka://127.0.0.1:1", producer_acks=-1)
+    app.idempotent_producer = False  # as the worker's preflight finds for Tansu
+    assert app.producer._new_producer()._txn_manager is None

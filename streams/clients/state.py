@@ -9,14 +9,29 @@ are created) or give them a retention well above the checkpoint interval.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from streams.clients.kafka import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_MAX_BYTES = 64 * 1024 * 1024
+RETRY_S = 1.0
+"""How long a read that failed because no broker answered waits before it is tried again."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a Kafka read failed because the brokers did not answer (away, restarting, electing a
+    leader): worth trying again, not a reason to stop the worker."""
+    if isinstance(exc, KafkaError):
+        return exc.retriable or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, (BrokerUnavailable, OSError, TimeoutError))
+
 
 Send = Callable[[str, bytes | None, bytes, int], Awaitable[Awaitable[object]]]
 
@@ -53,13 +68,25 @@ class KafkaStateStore:
 
     async def load_many(self, topic: str, partitions: Iterable[int]) -> dict[int, bytes | None]:
         """The newest snapshots of several partitions of an input topic, read together (a rebalance
-        hands a worker many partitions at once: one read, not one per partition)."""
+        hands a worker many partitions at once: one read, not one per partition).
+
+        While no broker answers, the read is tried again every ``RETRY_S``: the partitions wait
+        for their snapshots, and the worker goes on when the brokers are back."""
         wanted = {TopicPartition(self.state_topics[topic], partition): partition for partition in partitions}
         found: dict[int, bytes | None] = dict.fromkeys(wanted.values())
         async with self._lock:
-            consumer = await self._reader()
-            consumer.assign(list(wanted))
-            ends = await consumer.end_offsets(list(wanted))
+            while True:
+                try:
+                    consumer = await self._reader()
+                    consumer.assign(list(wanted))
+                    ends = await consumer.end_offsets(list(wanted))
+                    break
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    log.warning("reading the snapshots of %s failed (%r); trying again in %.0f s", topic, exc, RETRY_S)
+                    await self._drop_reader()
+                    await asyncio.sleep(RETRY_S)
             waiting = {}
             for state_tp, partition in wanted.items():
                 if ends[state_tp] > 0:
@@ -76,6 +103,12 @@ class KafkaStateStore:
 
     async def save(self, topic: str, partition: int, blob: bytes) -> Awaitable[object]:
         return await self._send(self.state_topics[topic], None, blob, partition)
+
+    async def _drop_reader(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
 
     async def close(self) -> None:
         if self._consumer is not None:

@@ -24,6 +24,7 @@ from aiokafka import TopicPartition
 from schemas import codec
 from schemas.alert import Alert
 from streams.clients.kafka import read_range, topic_end_offsets
+from streams.clients.state import RETRY_S, transient
 from streams.runtime.sink import PointSink
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class AlertOutbox:
         self.latencies: deque[float] = deque(maxlen=10_000)
         self._final_since: dict[tuple[str, str], int] = {}
         self._lock = asyncio.Lock()
+        # partition of the topic -> the lowest position a restored partition asked to read from, not read yet
+        self._asked: dict[int, int] = {}
+        self.retry_s = RETRY_S  # a read that failed because no broker answered is tried again after this
 
     async def start(self) -> None:
         """Learn the alerts topic's current end offsets: the positions before any alert of ours."""
@@ -135,15 +139,44 @@ class AlertOutbox:
         await self._sink.flush()
 
     async def recover(self, positions: Mapping[str, int], quiet_s: float = 1.0) -> None:
-        """Read the alerts published since ``positions`` (from a snapshot) and remember them."""
+        """Read the alerts published since ``positions`` (from a snapshot) and remember them.
+
+        A rebalance hands a worker many partitions at once, restored together, each asking from its
+        own snapshot's positions: the asks made meanwhile are read in one pass, from the lowest
+        position of each partition of the topic (a read per restored partition, one after the other,
+        held a worker taking over another's partitions for seconds). An ask returns once a pass that
+        started after it has read the topic to its end. While no broker answers, the read is tried
+        again every ``retry_s``.
+        """
         if not positions:
             return
+        for partition, offset in positions.items():
+            number = int(partition)
+            self._asked[number] = min(offset, self._asked.get(number, offset))
+        await asyncio.sleep(0)  # the partitions restored with this one ask too
         async with self._lock:
-            start = {TopicPartition(self.topic, int(p)): offset for p, offset in positions.items()}
-            batches = read_range(
-                self._bootstrap_servers, self.topic, start_offsets=start, quiet_s=quiet_s, **self.client_options
-            )
-            async for batch in batches:
-                for record in batch:
-                    document = codec.loads(record.value)
-                    self.already_published.add((document["alert_id"], document["status"]))
+            asked, self._asked = self._asked, {}
+            if not asked:
+                return  # read by the pass before, which started after this ask
+            while True:
+                try:
+                    await self._read_published(asked, quiet_s)
+                    return
+                except Exception as exc:
+                    if transient(exc):  # no broker answers: the restore waits for them
+                        log.warning("reading %s failed (%r); trying again in %.0f s", self.topic, exc, self.retry_s)
+                        await asyncio.sleep(self.retry_s)
+                        continue
+                    for number, offset in asked.items():  # asked again by whoever reads next
+                        self._asked[number] = min(offset, self._asked.get(number, offset))
+                    raise
+
+    async def _read_published(self, positions: Mapping[int, int], quiet_s: float) -> None:
+        start = {TopicPartition(self.topic, partition): offset for partition, offset in positions.items()}
+        batches = read_range(
+            self._bootstrap_servers, self.topic, start_offsets=start, quiet_s=quiet_s, **self.client_options
+        )
+        async for batch in batches:
+            for record in batch:
+                document = codec.loads(record.value)
+                self.already_published.add((document["alert_id"], document["status"]))

@@ -11,6 +11,8 @@ import re
 import socket
 import ssl
 import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.errors import CitystreamError
 
 if TYPE_CHECKING:
+    from streams.core.qc import QcPolicy
     from streams.rules.policy import AlertPolicy
 
 ENV_PREFIX = "CITYSTREAM_"
@@ -102,6 +105,16 @@ class Settings(BaseSettings):
     alert_thresholds: dict[str, float] = Field(
         default_factory=dict,
         description="overrides of the alert rules' thresholds (names of streams.rules.policy.AlertPolicy)",
+    )
+    # data-quality tests of environment readings (schemas/CONTRACT.md section 5.1): the defaults of
+    # streams.core.qc unless overridden, as JSON, e.g.
+    # CITYSTREAM_QC='{"pm25_ugm3": {"spike": 80, "high": 400}, "flat_suspect_min": 45}'
+    qc: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "overrides of the data-quality thresholds: per measurement low, high, spike, rate_per_min, "
+            "tolerance; and flat_suspect_min, flat_fail_min, max_gap_min"
+        ),
     )
 
     # InfluxDB writes
@@ -245,6 +258,15 @@ class Settings(BaseSettings):
         except (TypeError, ValueError) as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @field_validator("qc")
+    @classmethod
+    def _known_qc(cls, value: dict[str, Any]) -> dict[str, Any]:
+        qc_policy(value)  # refuses unknown names and impossible values
+        return value
+
+    def qc_policy(self) -> QcPolicy:
+        return qc_policy(self.qc)
 
     def alert_policy(self) -> AlertPolicy:
         from streams.rules.policy import AlertPolicy
@@ -400,3 +422,38 @@ def describe_errors(exc: ValidationError) -> str:
         # a check of several settings at once names its variables in its message
         lines.append(f"  {ENV_PREFIX}{name.upper()}: {message}" if name else f"  {message}")
     return "\n".join(lines)
+
+
+QC_DURATIONS = {"flat_suspect_min": "flat_suspect_ms", "flat_fail_min": "flat_fail_ms", "max_gap_min": "max_gap_ms"}
+
+
+def qc_policy(overrides: Mapping[str, Any]) -> QcPolicy:
+    """The data-quality thresholds with ``CITYSTREAM_QC``'s overrides; ValueError names what is wrong."""
+    from streams.core.qc import DEFAULTS, Limits, QcPolicy
+
+    limits = dict(DEFAULTS)
+    durations: dict[str, int] = {}
+    for name, value in overrides.items():
+        if name in QC_DURATIONS:
+            if not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of minutes")
+            durations[QC_DURATIONS[name]] = int(value * 60_000)
+        elif name in limits:
+            if not isinstance(value, Mapping):
+                raise ValueError(f'{name}: expected an object such as {{"spike": 80}}')
+            unknown = sorted(set(value) - set(Limits.__dataclass_fields__))
+            if unknown:
+                raise ValueError(
+                    f"{name}: unknown {', '.join(unknown)}; known: low, high, spike, rate_per_min, tolerance"
+                )
+            merged = Limits(**{**asdict(limits[name]), **{k: float(v) for k, v in value.items()}})
+            if merged.low > merged.high or min(merged.spike, merged.rate_per_min) <= 0 or merged.tolerance < 0:
+                raise ValueError(f"{name}: needs low <= high, spike and rate_per_min > 0, tolerance >= 0")
+            limits[name] = merged
+        else:
+            known = ", ".join([*sorted(DEFAULTS), *QC_DURATIONS])
+            raise ValueError(f"unknown name {name}; known: {known}")
+    policy = QcPolicy(limits=limits, **durations)
+    if policy.flat_suspect_ms > policy.flat_fail_ms:
+        raise ValueError("flat_suspect_min must not exceed flat_fail_min")
+    return policy

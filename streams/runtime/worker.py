@@ -123,6 +123,7 @@ class Runtime:
             long_ms=settings.window_long_s * 1000,
             grace_ms=int(settings.window_grace_s * 1000),
             max_lateness_ms=int(settings.max_lateness_s * 1000),
+            qc=settings.qc_policy(),
         )
         self.app = build_app(settings)
         self.writer = make_writer(settings)

@@ -130,6 +130,14 @@ Kafka comes from --bootstrap or CITYSTREAM_KAFKA_BOOTSTRAP; missing topics are c
     help="Share of readings sent again later as duplicates.",
 )
 @click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 60),
+    default=0.5,
+    show_default=True,
+    help="Sensor faults per station and hour: a PM2.5 spike, or (one in five) a PM2.5 analyser stuck "
+    "on one value for 40 minutes to 3 hours; the worker flags them (qc fields, device.stuck).",
+)
+@click.option(
     "--seed", type=int, default=None, help="Seed: the same seed gives the same city and readings [default: random]."
 )
 @click.option(

@@ -45,6 +45,7 @@ class SimulationOptions:
     batch_size: int = 50
     invalid_share: float = 0.01
     duplicate_share: float = 0.005
+    fault_rate: float = 0.5  # sensor faults per station and hour (EnvStation: spikes, stuck PM2.5)
     seed: int | None = None
     bootstrap: str | None = None
     registry_out: Path | None = None
@@ -61,6 +62,7 @@ class SimulationOptions:
             (1 <= self.batch_size <= MAX_BATCH_READINGS, f"batch size must be 1..{MAX_BATCH_READINGS}"),
             (0 <= self.invalid_share <= 0.5, "invalid share must be 0..0.5"),
             (0 <= self.duplicate_share <= 0.5, "duplicate share must be 0..0.5"),
+            (0 <= self.fault_rate <= 60, "fault rate must be 0..60 faults per station and hour"),
             (
                 compression_available(self.compression),
                 f"the compression library for {self.compression} is not installed",

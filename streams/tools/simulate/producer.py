@@ -179,7 +179,7 @@ async def run_simulation(
         partitions = {kind: len(await producer.partitions_for(SOURCE_TOPICS[kind])) for kind in SourceKind}
         # building a big fleet takes a while: build first, then start the clock
         planned = SimulatedPeriod(wall_clock_ms(), options.duration_s, options.speedup)
-        city = City(layout, planned.start_ms, planned.end_ms, seed)
+        city = City(layout, planned.start_ms, planned.end_ms, seed, options.fault_rate)
         composer = MessageComposer(options, partitions, seed)
         period = SimulatedPeriod(wall_clock_ms(), options.duration_s, options.speedup)
         report = SimulationReport(

@@ -31,12 +31,13 @@ class StuckRules:
         alerts: list[Alert] = []
         device_id = minute.device_id
         if book.is_open(DEVICE_STUCK, device_id):
-            stuck = (set(self.stuck.get(device_id, ())) | set(minute.stuck)) - set(minute.varied)
+            was = set(self.stuck.get(device_id, ())) | set(minute.stuck)
+            stuck = was - set(minute.varied)
             if stuck:
                 self.stuck[device_id] = sorted(stuck)
                 return alerts
             self.stuck.pop(device_id, None)
-            names = ", ".join(sorted(minute.varied))
+            names = ", ".join(sorted(was))
             message = f"Environment station {device_id}: {names} varies again"
             keep(
                 alerts,

@@ -214,11 +214,15 @@ def pm25_chart(data: ReportData) -> Figure:
             if flagged:
                 stuck = [r for r in flagged if "pm25_ugm3:flat_line" in r.tests]
                 other = [r for r in flagged if "pm25_ugm3:flat_line" not in r.tests]
-                for readings, marker, what in ((other, "X", "spike, range or rate"), (stuck, "s", "flat line")):
+                # a spike above the axis is drawn at its top; a flat line is a row of small squares
+                for readings, marker, size, what in (
+                    (other, "X", 36, "spike, range or rate"),
+                    (stuck, "s", 8, "flat line"),
+                ):
                     if readings:
                         ax.scatter(
                             dates([r.ts_ms for r in readings]), [min(r.pm25, top * 0.98) for r in readings],
-                            marker=marker, s=36, color=colour, edgecolors="#b00000", linewidths=1.2, zorder=5,
+                            marker=marker, s=size, color=colour, edgecolors="#b00000", linewidths=0.8, zorder=5,
                             label=f"{station}: {len(readings)} flagged ({what})",
                         )  # fmt: skip
         ax.set_ylim(0, top)

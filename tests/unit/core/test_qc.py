@@ -285,6 +285,7 @@ def test_stuck_raises_once_and_clears_once_the_measurement_varies() -> None:
     assert rules.on_final_minute(book, minute(123, {}, {"temp_c"}), fail, T0) == []
     (cleared,) = rules.on_final_minute(book, minute(124, {}, {"pm25_ugm3", "temp_c"}), fail, T0)
     assert (cleared.status, cleared.alert_id) == ("cleared", raised[0].alert_id)
+    assert cleared.message == "Environment station env-q: pm25_ugm3 varies again"
     restored = StuckRules.load(orjson.loads(orjson.dumps(rules.dump())))
     assert restored.stuck == rules.stuck == {}
 

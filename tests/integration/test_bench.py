@@ -30,6 +30,12 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
         "alert_p99_latency_s",
         "rss_mb",
         "snapshot_max_bytes",
+        "worker_cpu_us_per_reading_single",
+        "worker_cpu_us_per_reading_batch",
+        "baseline_cpu_us_per_reading_single",
+        "baseline_cpu_us_per_reading_batch",
+        "cpu_ratio_single",
+        "cpu_ratio_batch",
         "broker",
     }
     assert figures["broker"] == "tansu"
@@ -42,6 +48,11 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
     ):
         assert figures[name] > 0, name
     assert 0 < figures["batch_ratio_to_baseline"] < 10
+    # CPU per reading: the worker's is dearer than the bare loop's, and both are measured
+    for shape in ("single", "batch"):
+        worker, loop = figures[f"worker_cpu_us_per_reading_{shape}"], figures[f"baseline_cpu_us_per_reading_{shape}"]
+        assert 0 < loop < worker, (shape, loop, worker)
+        assert figures[f"cpu_ratio_{shape}"] == pytest.approx(worker / loop, rel=0.05)
     # probes every 100 ms for 15 s, each seen in InfluxDB
     assert 0 < figures["p50_latency_s"] <= figures["p99_latency_s"] < 30
 

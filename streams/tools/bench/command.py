@@ -160,6 +160,16 @@ def summarise(single: Throughput | None, batch: Throughput | None, latency: Late
         "alert_p99_latency_s": _round(latency.alerts.get("p99_s"), 3) if latency else None,
         "rss_mb": _round(single.peak_rss_mb, 1) if single else None,
         "snapshot_max_bytes": _round(single.snapshot_bytes) if single else None,
+        "worker_cpu_us_per_reading_single": _round(single.worker_cpu_us, 1) if single else None,
+        "worker_cpu_us_per_reading_batch": _round(batch.worker_cpu_us, 1) if batch else None,
+        "baseline_cpu_us_per_reading_single": _round(single.baseline_cpu_us, 1) if single else None,
+        "baseline_cpu_us_per_reading_batch": _round(batch.baseline_cpu_us, 1) if batch else None,
+        "cpu_ratio_single": _round(single.worker_cpu_us / single.baseline_cpu_us, 2)
+        if single and single.baseline_cpu_us
+        else None,
+        "cpu_ratio_batch": _round(batch.worker_cpu_us / batch.baseline_cpu_us, 2)
+        if batch and batch.baseline_cpu_us
+        else None,
     }
 
 
@@ -187,6 +197,11 @@ def figures_table(
         table.add_row(f"{name}: raw points stored", f"{phase.points:,} in {phase.seconds:.1f} s", "")
         table.add_row(f"{name}: peak RSS MB", f"{phase.peak_rss_mb:.0f}", "")
         table.add_row(f"{name}: largest partition snapshot", f"{phase.snapshot_bytes / 1024:,.0f} KiB", "")
+        table.add_row(
+            f"{name}: CPU µs per reading (user + system)",
+            f"{phase.worker_cpu_us:,.1f} ({phase.worker_cpu_us / max(phase.baseline_cpu_us, 1e-9):.1f}x)",
+            f"{phase.baseline_cpu_us:,.1f}",
+        )
     if batch is not None:
         table.add_row("batch: worker / baseline", f"{figures['batch_ratio_to_baseline']:.3f}", "")
     if latency is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from aiokafka import AIOKafkaProducer
 
 from streams.clients.influx import InfluxQLReader
@@ -144,17 +145,26 @@ async def produce_all(bootstrap: str, messages: Iterator[Message], on_sent: Call
     return count
 
 
-async def baseline(bootstrap: str, readings: int, timeout_s: float = 300) -> float:
-    """Readings/s of aiokafka getmany + orjson + pydantic over the source topics, from the start."""
+@dataclass(frozen=True)
+class Baseline:
+    """The bare validation loop: its rate, and the CPU (user + system) it spent per reading."""
+
+    readings_per_s: float
+    cpu_us_per_reading: float
+
+
+async def baseline(bootstrap: str, readings: int, timeout_s: float = 300) -> Baseline:
+    """aiokafka getmany + orjson + pydantic over the source topics, from the start: readings/s and
+    CPU per reading (this process's, from the first fetched batch to the last reading)."""
     loads, validators = orjson.loads, {topic: model.model_validate for topic, model in MODELS.items()}
-    seen, started = 0, None
+    seen, started, cpu_started = 0, None, 0.0
     deadline = time.monotonic() + timeout_s
     # every reading is on the topics already: the read ends at their end offsets (quiet_s only guards a stall)
     batches = read_range(bootstrap, list(MODELS), partitions=range(PARTITIONS), quiet_s=30, max_records=10_000)
     async with contextlib.aclosing(batches):
         async for records in batches:
             if started is None:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
             validate = validators[records[0].topic]
             for record in records:
                 document = loads(record.value)
@@ -165,7 +175,14 @@ async def baseline(bootstrap: str, readings: int, timeout_s: float = 300) -> flo
                 break
     if started is None or seen < readings:
         raise RuntimeError(f"the baseline read {seen} of {readings} readings")
-    return readings / (time.perf_counter() - started)
+    seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    return Baseline(readings / seconds, cpu_s / seen * 1e6)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (psutil)."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 @dataclass
@@ -178,6 +195,9 @@ class Throughput:
     seconds: float
     # the largest snapshot a partition saved to its state topic, with every reading in the state
     snapshot_bytes: float = 0.0
+    # CPU (user + system) per reading: the worker's while it processed, the baseline loop's
+    worker_cpu_us: float = 0.0
+    baseline_cpu_us: float = 0.0
 
 
 @dataclass

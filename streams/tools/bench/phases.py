@@ -36,6 +36,7 @@ from streams.tools.bench.measure import (
     Throughput,
     alert_latency,
     baseline,
+    cpu_seconds,
     influx_query,
     largest,
     metric,
@@ -95,12 +96,17 @@ class Bench:
             )
             task = self._task(f"{name}: baseline loop", None)
             base = asyncio.run(baseline(stack.kafka.address, readings))
-            self.progress.update(task, total=1, completed=1, description=f"{name}: baseline {base:,.0f} readings/s")
+            self.progress.update(
+                task, total=1, completed=1, description=f"{name}: baseline {base.readings_per_s:,.0f} readings/s"
+            )
             worker, port = start_worker(stack, root, **self.settings)
             spy = self._profile(worker, name)
             task = self._task(f"{name}: worker", readings)
             first = processed = None
             peak = 0.0
+            # the worker's CPU from the first poll that saw readings processed to the one that saw all
+            cpu_first = cpu_last = 0.0
+            valid_first = 0.0
             deadline = time.monotonic() + timeout_s
             while True:
                 if not worker.alive():
@@ -109,13 +115,15 @@ class Bench:
                     raise RuntimeError(f"the worker did not store {readings} readings in {timeout_s:.0f} s")
                 assert worker.pid is not None
                 peak = max(peak, rss_mb(worker.pid))
+                cpu = cpu_seconds(worker.pid)
                 valid = metric(scrape(port), "citystream_readings_valid_total")
                 now = time.perf_counter()
                 if valid and first is None:
-                    first = now
+                    first, cpu_first, valid_first = now, cpu, valid
                 self.progress.update(task, completed=valid)
                 if valid >= readings:
-                    processed = processed or now
+                    if processed is None:
+                        processed, cpu_last = now, cpu
                     points = raw_points(stack.influx.url)
                     if points >= readings:
                         # the checkpoint that wrote the last points took the snapshots before it
@@ -126,7 +134,19 @@ class Bench:
             # both instants are seen by polling: a run shorter than one poll counts as one poll
             seconds = max(time.perf_counter() - first, POLL_S)
             processing = max(processed - first, POLL_S)
-            return Throughput(readings / seconds, readings / processing, base, peak, points, seconds, snapshot)
+            counted = readings - valid_first
+            worker_cpu_us = (cpu_last - cpu_first) / counted * 1e6 if counted > 0 else 0.0
+            return Throughput(
+                readings / seconds,
+                readings / processing,
+                base.readings_per_s,
+                peak,
+                points,
+                seconds,
+                snapshot,
+                worker_cpu_us,
+                base.cpu_us_per_reading,
+            )
         finally:
             if worker is not None:
                 worker.stop()

@@ -74,3 +74,15 @@ class WorkerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+class BridgeProcess(WorkerProcess):
+    """``citystream bridge mqtt`` as a child process, with its own settings, logging to a file."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], log_path: Path | None = None) -> None:
+        client_id = env.get("CITYSTREAM_MQTT_CLIENT_ID", "citystream-bridge")
+        super().__init__(workdir, env, log_path or workdir / f"bridge-{client_id}.log")
+
+    @staticmethod
+    def command() -> list[str]:
+        return [*WorkerProcess.command()[:-1], "bridge", "mqtt"]

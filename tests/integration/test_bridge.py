@@ -1,0 +1,315 @@
+"""``citystream bridge mqtt`` end to end: uplinks published to a real Mosquitto, through the bridge
+and a real worker, to InfluxDB and the dead-letter topic; and a bridge killed mid-stream.
+
+Each test has a Kafka broker of its own (its topics hold only its uplinks) and runs on both brokers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import orjson
+import pytest
+
+from schemas.timestamps import format_ms
+from streams.settings import mqtt_address
+from streams.tools.localstack import ManagedService, free_port
+from streams.tools.workerprocess import BridgeProcess
+from tests.integration.helpers import (
+    WorkerProcess,
+    count_points,
+    create_topics,
+    get,
+    influx_rows,
+    metric,
+    now_ms,
+    read_topic,
+    scrape,
+    unique,
+    wait_for,
+    worker_env,
+)
+from tests.unit.core.test_uplinks import CHIRPSTACK_UP, TTS_UP
+
+pytestmark = pytest.mark.integration
+
+PARKING, DEAD = "city.parking.v1", "city.deadletter.v1"
+LOT = "bridge-lot-1"
+MINUTE = 60_000
+
+
+def chirpstack(dev_eui: str, f_cnt: int, ts: int, occupied: bool, **decoded: Any) -> tuple[str, bytes]:
+    uplink = copy.deepcopy(CHIRPSTACK_UP)
+    uplink["deviceInfo"]["devEui"] = dev_eui.upper()
+    uplink["time"] = format_ms(ts).replace("Z", "+00:00")
+    uplink["fCnt"] = f_cnt
+    uplink["object"] = {"occupied": occupied, "battery_v": 3.6, **decoded}
+    return f"application/{uplink['deviceInfo']['applicationId']}/device/{dev_eui}/event/up", orjson.dumps(uplink)
+
+
+def tts(dev_eui: str, f_cnt: int, ts: int, occupied: bool, **decoded: Any) -> tuple[str, bytes]:
+    uplink = copy.deepcopy(TTS_UP)
+    uplink["end_device_ids"]["dev_eui"] = dev_eui.upper()
+    uplink["uplink_message"]["received_at"] = format_ms(ts)
+    uplink["uplink_message"]["f_cnt"] = f_cnt
+    uplink["uplink_message"]["decoded_payload"] = {"occupied": occupied, **decoded}
+    return f"v3/parking-daegu@ttn/devices/{dev_eui}/up", orjson.dumps(uplink)
+
+
+def dev_eui(number: int) -> str:
+    return f"70b3d57ed0{number:06x}"
+
+
+def registry_yaml(sensors: int) -> str:
+    lines = ["parking_lots:", f"  {LOT}: {{capacity: {sensors}}}", "parking_sensors:"]
+    lines += [f"  {dev_eui(n)}: {{lot_id: {LOT}, spot_id: S-{n:03d}}}" for n in range(sensors)]
+    return "\n".join(lines) + "\n"
+
+
+async def publish(mqtt_url: str, messages: list[tuple[str, bytes]], *, burst: int = 1, pause_s: float = 0) -> None:
+    """Publish each (topic, payload) with QoS 1 and wait for the broker's acknowledgements; ``burst``
+    messages at once, with a pause after each burst."""
+    host, port = mqtt_address(mqtt_url)
+    async with aiomqtt.Client(host, port, identifier=unique("publisher"), max_inflight_messages=burst) as client:
+        for start in range(0, len(messages), burst):
+            await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in messages[start : start + burst]))
+            if pause_s:
+                await asyncio.sleep(pause_s)
+
+
+def bridge_env(kafka: str, mqtt_url: str, registry: Path, client_id: str, **extra: str) -> dict[str, str]:
+    env = {
+        "CITYSTREAM_KAFKA_BOOTSTRAP": kafka,
+        "CITYSTREAM_MQTT_URL": mqtt_url,
+        "CITYSTREAM_MQTT_CLIENT_ID": client_id,
+        "CITYSTREAM_REGISTRY": str(registry),
+        "CITYSTREAM_WEB_PORT": str(free_port()),
+        "CITYSTREAM_SOURCE_PARTITIONS": "4",
+        "CITYSTREAM_STARTUP_TIMEOUT_S": "30",
+    }
+    env.update(extra)
+    return env
+
+
+def start_bridge(tmp_path: Path, env: dict[str, str]) -> BridgeProcess:
+    bridge = BridgeProcess(tmp_path, env).start()
+    port = env["CITYSTREAM_WEB_PORT"]
+    wait_for(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 60, "the bridge's /readyz", bridge)
+    return bridge
+
+
+async def test_uplinks_of_both_formats_reach_influxdb(
+    own_kafka: str, influx_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    database = unique("bridge")
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(registry_yaml(4))
+    minute = now_ms() // MINUTE * MINUTE - 5 * MINUTE
+    # ChirpStack: three sensors of the registry; The Things Stack: one placed by its payload
+    uplinks = [
+        chirpstack(dev_eui(0), 10, minute + 1_000, True),
+        chirpstack(dev_eui(1), 20, minute + 2_000, True),
+        chirpstack(dev_eui(2), 30, minute + 3_000, False, kind="heartbeat"),
+        tts(dev_eui(100), 7, minute + 4_000, True, lot_id=LOT, spot_id="T-001", battery_v=3.3),
+    ]
+    repeat = chirpstack(dev_eui(0), 10, minute + 1_000, True)  # the same uplink again (a redelivery)
+    later = chirpstack(dev_eui(1), 21, minute + 2 * MINUTE, False)  # the next minute: sensor 1 leaves
+    unmappable = [
+        chirpstack(dev_eui(3), 40, minute + 5_000, True)[0],
+        tts(dev_eui(999), 1, minute + 5_000, True)[0],
+    ]
+    no_object = orjson.dumps({**CHIRPSTACK_UP, "object": None})
+    unknown_device = tts(dev_eui(999), 1, minute + 5_000, True)[1]  # not in the registry, no lot in the payload
+    binary = b"\x01\xff\x10 raw frame"
+    contract = {"device_id": "pk-contract-1", "ts": minute + 6_000, "seq": 1, "lot_id": LOT, "spot_id": "C-1",
+                "occupied": True}  # fmt: skip
+    await create_topics(own_kafka)
+
+    worker = WorkerProcess(
+        tmp_path,
+        worker_env(
+            own_kafka,
+            influx_url,
+            database,
+            CITYSTREAM_REGISTRY=str(registry),
+            CITYSTREAM_WINDOW_GRACE_S="1",
+            CITYSTREAM_CHECKPOINT_INTERVAL_S="0.5",
+        ),
+    ).start()
+    env = bridge_env(
+        own_kafka,
+        mqtt_url,
+        registry,
+        unique("bridge"),
+        CITYSTREAM_MQTT_TOPICS="chirpstack:application/+/device/+/event/up,tts:v3/+/devices/+/up,"
+        "contract-parking:citytest/parking/#",
+    )
+    bridge = start_bridge(tmp_path, env)
+    try:
+        await publish(
+            mqtt_url,
+            [
+                *uplinks,
+                repeat,
+                later,
+                (unmappable[0], no_object),
+                (unmappable[1], unknown_device),
+                (unmappable[0], binary),
+                ("citytest/parking/lot-1", orjson.dumps(contract)),
+            ],
+        )
+        wait_for(lambda: count_points(influx_url, database, "parking", "occupied") == 6, 90, "6 raw points", worker)
+
+        rows = {row["spot_id"]: row for row in influx_rows(influx_url, database, "SELECT * FROM parking GROUP BY *")}
+        assert set(rows) == {"S-000", "S-001", "S-002", "T-001", "C-1"}  # S-001 twice: two minutes
+        assert rows["S-000"]["time"] == minute + 1_000 and rows["S-000"]["occupied"] == 1
+        assert rows["S-000"]["rssi_dbm"] == -87.0 and rows["S-000"]["snr_db"] == 7.25  # the strongest gateway
+        assert rows["S-002"]["occupied"] == 0 and rows["S-000"]["battery_v"] == 3.6
+        assert rows["T-001"]["lot_id"] == LOT and rows["T-001"]["battery_v"] == 3.3
+        assert rows["T-001"]["rssi_dbm"] == -96.0
+
+        # the lot's first minute: spots 0, 1 and T-001 occupied, and the contract reading's C-1
+        wait_for(
+            lambda: any(r["time"] == minute for r in influx_rows(influx_url, database, "SELECT * FROM parking_1m")),
+            90,
+            "the parking_1m window",
+            worker,
+        )
+        window = next(r for r in influx_rows(influx_url, database, "SELECT * FROM parking_1m") if r["time"] == minute)
+        assert window["occupied"] == 4 and window["capacity"] == 4
+
+        readings = await read_topic(own_kafka, PARKING, expected=7, timeout=20)
+        documents = [orjson.loads(r.value) for r in readings]
+        assert len(documents) == 7  # the repeat reached Kafka too: the worker drops it by seq
+        first = next(d for d in documents if d["device_id"] == dev_eui(0))
+        assert first == {
+            "device_id": dev_eui(0),
+            "ts": format_ms(minute + 1_000),
+            "seq": 10,
+            "lot_id": LOT,
+            "spot_id": "S-000",
+            "occupied": True,
+            "kind": "change",
+            "battery_v": 3.6,
+            "rssi_dbm": -87.0,
+            "snr_db": 7.25,
+        }
+        assert next(d for d in documents if d["device_id"] == dev_eui(2))["kind"] == "heartbeat"
+        keys = {r.key for r in readings}
+        assert dev_eui(0).encode() in keys and b"pk-contract-1" in keys
+
+        worker_port = int(worker.env["CITYSTREAM_WEB_PORT"])
+        wait_for(
+            lambda: metric(scrape(worker_port), "citystream_duplicates_total", kind="parking") >= 1,
+            30,
+            "the repeat counted as a duplicate",
+            worker,
+        )
+
+        letters = [orjson.loads(r.value) for r in await read_topic(own_kafka, DEAD, expected=3, timeout=30)]
+        assert len(letters) == 3
+        assert {letter["reason"] for letter in letters} == {"unmappable"}
+        for letter in letters:
+            assert letter["source"]["partition"] is None and letter["source"]["offset"] is None
+            assert letter["source"]["topic"].startswith("mqtt:")
+        assert sorted(letter["source"]["topic"] for letter in letters) == sorted(
+            ["mqtt:" + unmappable[0], "mqtt:" + unmappable[1], "mqtt:" + unmappable[0]]
+        )
+        texts = {letter["payload"] for letter in letters}
+        assert no_object.decode() in texts and unknown_device.decode() in texts
+        binary_letter = next(letter for letter in letters if letter["payload"] is None)
+        assert base64.b64decode(binary_letter["payload_b64"]) == binary
+        assert "the message is not JSON" in binary_letter["errors"][0]["msg"]
+        whys = sorted(letter["errors"][0]["msg"] for letter in letters)
+        assert "no decoded payload" in whys[2] and "not in the registry's parking_sensors" in whys[0], whys
+
+        series = scrape(int(env["CITYSTREAM_WEB_PORT"]))
+        assert metric(series, "citystream_bridge_uplinks_total", format="chirpstack") == 7
+        assert metric(series, "citystream_bridge_uplinks_total", format="tts") == 2
+        assert metric(series, "citystream_bridge_uplinks_total", format="contract-parking") == 1
+        assert metric(series, "citystream_bridge_readings_total", topic=PARKING) == 7
+        assert metric(series, "citystream_bridge_dead_letters_total", reason="unmappable") == 3
+        assert metric(series, "citystream_bridge_mqtt_connected") == 1
+        assert get(f"http://127.0.0.1:{env['CITYSTREAM_WEB_PORT']}/healthz")[0] == 200
+    finally:
+        assert bridge.stop() == 0, bridge.log()[-3000:]
+        assert worker.stop() == 0, worker.log()[-3000:]
+
+
+async def test_a_killed_bridge_loses_no_uplink(
+    own_kafka_service: ManagedService, influx_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    """Uplinks published with QoS 1 while the bridge is SIGKILLed with uplinks on their way to a Kafka
+    that does not answer (paused): the MQTT broker keeps what was not acknowledged in the bridge's
+    persistent session, and the bridge started again with the same client id brings it all. The
+    worker stores each uplink once."""
+    own_kafka = own_kafka_service.address
+    database = unique("bridge_kill")
+    sensors, per_sensor = 100, 20
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(registry_yaml(sensors))
+    start = now_ms() - 60 * MINUTE
+    uplinks = [
+        chirpstack(dev_eui(n), f_cnt, start + f_cnt * MINUTE + n * 100, f_cnt % 2 == 0)
+        for f_cnt in range(per_sensor)
+        for n in range(sensors)
+    ]
+    total = len(uplinks)
+    await create_topics(own_kafka)
+    env = bridge_env(own_kafka, mqtt_url, registry, unique("bridge-kill"))
+    bridge = start_bridge(tmp_path, env)
+    worker = WorkerProcess(
+        tmp_path, worker_env(own_kafka, influx_url, database, CITYSTREAM_REGISTRY=str(registry))
+    ).start()
+    port = int(env["CITYSTREAM_WEB_PORT"])
+
+    def bridged(name: str, **labels: str) -> float:
+        return metric(scrape(port), f"citystream_bridge_{name}", **labels)
+
+    try:
+        publishing = asyncio.create_task(publish(mqtt_url, uplinks, burst=200, pause_s=0.2))
+        deadline = time.monotonic() + 60
+        while bridged("readings_total", topic=PARKING) < total // 5:
+            assert time.monotonic() < deadline, bridge.log()[-3000:]
+            await asyncio.sleep(0.02)
+        kafka_pid = own_kafka_service.pid
+        assert kafka_pid is not None
+        os.kill(kafka_pid, signal.SIGSTOP)  # Kafka stops answering: uplinks wait in the bridge for its ack
+        try:
+            deadline = time.monotonic() + 20
+            while bridged("in_flight") < 20:
+                assert time.monotonic() < deadline, "no uplinks waiting for Kafka in the bridge"
+                await asyncio.sleep(0.02)
+            killed = bridge
+            killed.kill()  # mid-stream, with uplinks on their way to Kafka
+        finally:
+            os.kill(kafka_pid, signal.SIGCONT)
+        assert not publishing.done(), "the publisher finished before the kill: publish more or pause longer"
+        await asyncio.sleep(0.5)
+        bridge = start_bridge(tmp_path, env)  # the same client id: the same session
+        await publishing
+        assert killed.process is not None and killed.process.returncode == -9
+
+        records = await read_topic(own_kafka, PARKING, expected=total, timeout=60)
+        sent = {(orjson.loads(r.value)["device_id"], orjson.loads(r.value)["seq"]) for r in records}
+        assert len(sent) == total, f"{total - len(sent)} uplinks lost"
+        assert len(records) >= total  # duplicates are allowed on Kafka
+        wait_for(
+            lambda: count_points(influx_url, database, "parking", "occupied") == total,
+            120,
+            f"{total} raw points",
+            worker,
+        )
+        time.sleep(2)  # repeats would arrive after the last new reading
+        assert count_points(influx_url, database, "parking", "occupied") == total
+    finally:
+        assert bridge.stop() == 0, bridge.log()[-3000:]
+        assert worker.stop() == 0, worker.log()[-3000:]

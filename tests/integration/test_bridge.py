@@ -10,6 +10,7 @@ import asyncio
 import base64
 import copy
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -313,3 +314,48 @@ async def test_a_killed_bridge_loses_no_uplink(
     finally:
         assert bridge.stop() == 0, bridge.log()[-3000:]
         assert worker.stop() == 0, worker.log()[-3000:]
+
+
+async def test_simulated_parking_sensors_via_mqtt(own_kafka: str, mqtt_url: str, tmp_path: Path) -> None:
+    """``citystream simulate --parking-via mqtt``: every parking reading it reports as sent arrives on
+    the parking topic through the bridge, with a DevEUI as device_id; the other kinds go to Kafka."""
+    from streams.settings import load_settings
+    from streams.tools.simulate import SimulationOptions, run_simulation
+    from streams.tools.simulate.mqtt import dev_eui_of
+
+    await create_topics(own_kafka)
+    env = bridge_env(own_kafka, mqtt_url, tmp_path / "none.yaml", unique("bridge-simulate"))
+    del env["CITYSTREAM_REGISTRY"]
+    bridge = start_bridge(tmp_path, env)
+    try:
+        options = SimulationOptions(
+            duration_s=3,
+            rate=400,
+            taxis=0,
+            lots=2,
+            spots_per_lot=40,
+            stations=4,
+            speedup=60,
+            invalid_share=0,
+            duplicate_share=0,
+            bootstrap=own_kafka,
+            parking_via="mqtt",
+            mqtt_url=mqtt_url,
+        )
+        report = await run_simulation(options, settings=load_settings(kafka_bootstrap=own_kafka, source_partitions=4))
+        sent = report.readings_by_topic[PARKING]
+        assert sent > 0 and not report.failed
+        records = await read_topic(own_kafka, PARKING, expected=sent, timeout=60)
+        assert len(records) == sent
+        documents = [orjson.loads(r.value) for r in records]
+        for document, record in zip(documents, records, strict=True):
+            assert re.fullmatch(r"[0-9a-f]{16}", document["device_id"]) and record.key == document["device_id"].encode()
+            assert isinstance(document["seq"], int) and document["kind"] in ("change", "heartbeat")
+        assert len({d["lot_id"] for d in documents}) == 2  # the decoded payload's lots
+        assert dev_eui_of("pk-x") != dev_eui_of("pk-y")
+        assert report.readings_by_topic["city.env.v1"] > 0  # the stations still produce to Kafka
+        series = scrape(int(env["CITYSTREAM_WEB_PORT"]))
+        assert metric(series, "citystream_bridge_readings_total", topic=PARKING) == sent
+        assert metric(series, "citystream_bridge_dead_letters_total", reason="unmappable") == -1  # none
+    finally:
+        assert bridge.stop() == 0, bridge.log()[-3000:]

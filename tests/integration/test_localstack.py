@@ -36,6 +36,7 @@ from streams.tools.localstack import (
     kafka_answers,
     local_command,
     local_down,
+    mqtt_answers,
     tansu,
 )
 from streams.tools.localstack import influxdb as influxdb_service
@@ -286,6 +287,28 @@ def test_local_up_status_down_end_to_end(tmp_path: Path) -> None:
         down_again = _cli("down", "--dir", str(folder))
         assert down_again.returncode == 0
         assert down_again.stdout.splitlines() == ["kafka: not running", "influxdb: not running"]
+    finally:
+        local_down(folder)
+
+
+def test_local_up_with_mqtt_runs_mosquitto(tmp_path: Path) -> None:
+    folder = tmp_path / "local"
+    mqtt_port = free_port()
+    ports = ("--kafka-port", str(free_port()), "--influx-port", str(free_port()), "--mqtt-port", str(mqtt_port))
+    try:
+        up = _cli("up", "--dir", str(folder), *ports, "--mqtt")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"CITYSTREAM_MQTT_URL=mqtt://127.0.0.1:{mqtt_port}" in up.stdout
+        assert mqtt_answers("127.0.0.1", mqtt_port)
+        config = (folder / "mosquitto" / "mosquitto.conf").read_text()
+        assert "persistence true" in config and f"listener {mqtt_port} 127.0.0.1" in config
+        rows = _status_rows(folder)
+        assert rows["mosquitto"][2:] == [f"mqtt://127.0.0.1:{mqtt_port}", "running, answering"]
+
+        down = _cli("down", "--dir", str(folder))
+        assert down.stdout.splitlines() == ["kafka: stopped", "influxdb: stopped", "mosquitto: stopped"]
+        assert not mqtt_answers("127.0.0.1", mqtt_port)
+        assert (folder / "mosquitto" / "data" / "mosquitto.db").is_file()  # the sessions, saved on exit
     finally:
         local_down(folder)
 

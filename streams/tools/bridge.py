@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,6 +20,16 @@ from streams.runtime.logs import Redactor, configure_logging, secret_values
 from streams.settings import ConfigError, check_web_port, load_bridge_settings
 
 log = logging.getLogger("citystream.bridge")
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (as the worker does), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 @click.group("bridge")
@@ -62,7 +76,48 @@ def mqtt_command() -> None:
         sys.exit(2)
     configure_logging(settings)
     try:
-        asyncio.run(run_bridge(settings, registry))
+        _run(run_bridge(settings, registry))
     except BrokerUnavailable as exc:
         log.critical("%s", exc)
         sys.exit(1)
+
+
+@bridge_command.command("bench")
+@click.option("--uplinks", type=click.IntRange(min=100), default=20_000, show_default=True, help="Uplinks per figure.")
+@click.option(
+    "--broker",
+    type=click.Choice(["tansu", "kafka"]),
+    default="tansu",
+    show_default=True,
+    help="The Kafka broker: Tansu, or Apache Kafka (needs `citystream local install --kafka`).",
+)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("var/bench-bridge"),
+    show_default=True,
+    help="Folder of the brokers' data and the logs (emptied first).",
+)
+def bench_command(uplinks: int, broker: str, folder: Path) -> None:
+    """Measure the MQTT bridge's uplinks/s on this machine, with Mosquitto and a local Kafka.
+
+    \b
+    live     ChirpStack uplinks published with QoS 1 while the bridge runs: from the first
+             publish until Kafka has acknowledged every reading
+    backlog  as many uplinks held in the bridge's persistent session while it was stopped:
+             from the bridge's start until all are on Kafka
+    """
+    from streams.tools.bridgebench import measure
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    figures = asyncio.run(measure(uplinks, folder.resolve(), broker))
+    click.echo(f"uplinks   {figures.uplinks:,} ChirpStack uplinks, QoS 1, Kafka on {broker}")
+    click.echo(
+        f"live      {figures.live_per_s:,.0f} uplinks/s ({figures.live_s:.1f} s; the publisher took "
+        f"{figures.publish_s:.1f} s)"
+    )
+    click.echo(
+        f"backlog   {figures.backlog_per_s:,.0f} uplinks/s ({figures.backlog_s:.1f} s, the bridge's start included)"
+    )

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 
 class WorkerProcess:
@@ -30,7 +31,7 @@ class WorkerProcess:
             executable = str(candidate)
         return [executable, "worker"]
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSTREAM_")}
         env.update(self.env)
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,7 @@ async def publish(mqtt_url: str, messages: list[tuple[str, bytes]], *, burst: in
     messages at once, with a pause after each burst."""
     host, port = mqtt_address(mqtt_url)
     async with aiomqtt.Client(host, port, identifier=unique("publisher"), max_inflight_messages=burst) as client:
+        client.pending_calls_threshold = burst + 1
         for start in range(0, len(messages), burst):
             await asyncio.gather(*(client.publish(t, p, qos=1) for t, p in messages[start : start + burst]))
             if pause_s:

@@ -360,3 +360,31 @@ async def test_simulated_parking_sensors_via_mqtt(own_kafka: str, mqtt_url: str,
         assert metric(series, "citystream_bridge_dead_letters_total", reason="unmappable") == -1  # none
     finally:
         assert bridge.stop() == 0, bridge.log()[-3000:]
+
+
+async def test_bridges_of_a_share_group_split_the_uplinks(own_kafka: str, mqtt_url: str, tmp_path: Path) -> None:
+    """Two bridges with CITYSTREAM_MQTT_SHARE_GROUP: each uplink reaches Kafka once, through one of them."""
+    sensors = 20
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(registry_yaml(sensors))
+    await create_topics(own_kafka)
+    group = unique("group")
+    envs = [
+        bridge_env(own_kafka, mqtt_url, registry, unique(f"bridge-{n}"), CITYSTREAM_MQTT_SHARE_GROUP=group)
+        for n in range(2)
+    ]
+    bridges = [start_bridge(tmp_path, env) for env in envs]
+    try:
+        start = now_ms() - 10 * MINUTE
+        uplinks = [chirpstack(dev_eui(n % sensors), n // sensors, start + n, True) for n in range(400)]
+        await publish(mqtt_url, uplinks, burst=50)
+        records = await read_topic(own_kafka, PARKING, expected=400, timeout=30)
+        await asyncio.sleep(1)  # a copy would come now
+        records = await read_topic(own_kafka, PARKING, expected=401, timeout=3)
+        assert len(records) == 400
+        counts = [metric(scrape(int(env["CITYSTREAM_WEB_PORT"])), "citystream_bridge_readings_total", topic=PARKING)
+                  for env in envs]  # fmt: skip
+        assert sum(counts) == 400 and min(counts) > 0, counts
+    finally:
+        for bridge in bridges:
+            assert bridge.stop() == 0, bridge.log()[-3000:]

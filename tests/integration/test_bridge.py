@@ -388,3 +388,36 @@ async def test_bridges_of_a_share_group_split_the_uplinks(own_kafka: str, mqtt_u
     finally:
         for bridge in bridges:
             assert bridge.stop() == 0, bridge.log()[-3000:]
+
+
+async def test_the_bridge_reconnects_after_the_mqtt_broker_restarts(
+    own_kafka: str, mosquitto: ManagedService, tmp_path: Path
+) -> None:
+    """Mosquitto stops (its sessions saved) and starts again: the bridge reports it on /readyz,
+    connects again by itself and brings the uplinks published meanwhile into its session."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(registry_yaml(10))
+    await create_topics(own_kafka)
+    env = bridge_env(own_kafka, mosquitto.url, registry, unique("bridge-reconnect"))
+    bridge = start_bridge(tmp_path, env)
+    port = int(env["CITYSTREAM_WEB_PORT"])
+    start = now_ms() - 10 * MINUTE
+    try:
+        await publish(mosquitto.url, [chirpstack(dev_eui(n), 1, start + n, True) for n in range(10)])
+        await read_topic(own_kafka, PARKING, expected=10, timeout=30)
+        mosquitto.stop()
+        wait_for(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 503, 30, "/readyz 503", bridge)
+        assert b"mqtt" in get(f"http://127.0.0.1:{port}/readyz")[1]
+        mosquitto.start()
+        # published before the bridge is back: its persistent session holds them
+        await publish(mosquitto.url, [chirpstack(dev_eui(n), 2, start + MINUTE + n, False) for n in range(10)])
+        wait_for(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200, 60, "/readyz 200 again", bridge)
+        records = await read_topic(own_kafka, PARKING, expected=20, timeout=60)
+        assert {(orjson.loads(r.value)["device_id"], orjson.loads(r.value)["seq"]) for r in records} == {
+            (dev_eui(n), seq) for n in range(10) for seq in (1, 2)
+        }
+        series = scrape(port)
+        assert metric(series, "citystream_bridge_mqtt_connects_total") >= 2
+        assert metric(series, "citystream_bridge_mqtt_errors_total") >= 1
+    finally:
+        assert bridge.stop() == 0, bridge.log()[-3000:]

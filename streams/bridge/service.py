@@ -197,7 +197,10 @@ class Bridge:
                     receive.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await receive
-                    await asyncio.wait_for(sent.join(), timeout=30)
+                    try:
+                        await asyncio.wait_for(sent.join(), timeout=30)
+                    except TimeoutError:  # they stay in the session, for the next start
+                        log.warning("%d uplinks not acknowledged by Kafka within 30 s of the stop", sent.qsize())
                 for task in done:
                     task.result()  # raise what ended the session
             finally:

@@ -421,3 +421,87 @@ async def test_the_bridge_reconnects_after_the_mqtt_broker_restarts(
         assert metric(series, "citystream_bridge_mqtt_errors_total") >= 1
     finally:
         assert bridge.stop() == 0, bridge.log()[-3000:]
+
+
+def test_a_wrong_setting_stops_the_bridge_with_what_to_fix(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for env, problem in (
+        ({"CITYSTREAM_MQTT_URL": "mqtt://citystream:hunter2-secret@broker"}, "CITYSTREAM_MQTT_URL"),
+        ({"CITYSTREAM_MQTT_PASSWORD": "hunter2-secret", "CITYSTREAM_MQTT_TOPICS": "up/#"}, "CITYSTREAM_MQTT_TOPICS"),
+    ):
+        base = {k: v for k, v in os.environ.items() if not k.startswith("CITYSTREAM_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "streams.tools.cli", "bridge", "mqtt"],
+            env={**base, **env},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert problem in result.stderr and "hunter2" not in result.stderr + result.stdout
+
+
+async def test_the_mqtt_password_never_reaches_the_log(own_kafka: str, mqtt_url: str, tmp_path: Path) -> None:
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(registry_yaml(1))
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("hunter2-secret\n")
+    env = bridge_env(
+        own_kafka,
+        mqtt_url,
+        registry,
+        unique("bridge-secret"),
+        CITYSTREAM_MQTT_USERNAME="citystream",
+        CITYSTREAM_MQTT_PASSWORD_FILE=str(secret),
+        CITYSTREAM_LOG_LEVEL="debug",
+    )
+    bridge = start_bridge(tmp_path, env)  # Mosquitto's anonymous listener takes any password
+    try:
+        await publish(mqtt_url, [chirpstack(dev_eui(0), 1, now_ms() - MINUTE, True)])
+        await read_topic(own_kafka, PARKING, expected=1, timeout=30)
+    finally:
+        assert bridge.stop() == 0, bridge.log()[-3000:]
+    log = bridge.log()
+    assert "connected to the MQTT broker" in log and "hunter2" not in log
+
+
+async def test_a_stalled_kafka_delays_but_loses_nothing(
+    own_kafka_service: ManagedService, mqtt_url: str, tmp_path: Path
+) -> None:
+    """Kafka stops answering for a few seconds while uplinks arrive: the bridge holds them
+    unacknowledged and brings every one when Kafka answers again, without a restart."""
+    own_kafka = own_kafka_service.address
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(registry_yaml(50))
+    await create_topics(own_kafka)
+    env = bridge_env(own_kafka, mqtt_url, registry, unique("bridge-stall"))
+    bridge = start_bridge(tmp_path, env)
+    port = int(env["CITYSTREAM_WEB_PORT"])
+    start = now_ms() - 20 * MINUTE
+    uplinks = [chirpstack(dev_eui(n % 50), n // 50, start + n, n % 3 == 0) for n in range(1000)]
+    kafka_pid = own_kafka_service.pid
+    assert kafka_pid is not None
+    try:
+        await publish(mqtt_url, uplinks[:500], burst=100)
+        os.kill(kafka_pid, signal.SIGSTOP)
+        try:
+            await publish(mqtt_url, uplinks[500:], burst=100)
+            wait_for(lambda: metric(scrape(port), "citystream_bridge_in_flight") > 0, 20, "uplinks held", bridge)
+            await asyncio.sleep(3)
+            assert metric(scrape(port), "citystream_bridge_readings_total", topic=PARKING) < len(uplinks)
+        finally:
+            os.kill(kafka_pid, signal.SIGCONT)
+        records = await read_topic(own_kafka, PARKING, expected=len(uplinks), timeout=90)
+        assert len({(orjson.loads(r.value)["device_id"], orjson.loads(r.value)["seq"]) for r in records}) == 1000
+        wait_for(
+            lambda: metric(scrape(port), "citystream_bridge_readings_total", topic=PARKING) >= len(uplinks),
+            60,
+            "every reading acknowledged",
+            bridge,
+        )
+    finally:
+        assert bridge.stop() == 0, bridge.log()[-3000:]

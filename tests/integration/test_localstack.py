@@ -36,6 +36,7 @@ from streams.tools.localstack import (
     kafka_answers,
     local_command,
     local_down,
+    mosquitto,
     mqtt_answers,
     tansu,
 )
@@ -201,6 +202,9 @@ def test_a_missing_binary_names_the_package_and_the_install_command(
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MissingBinaryError, match=r"`influxdb` package.*citystream local install"):
         influxdb_service(free_port(), tmp_path / "influxdb").start()
+    monkeypatch.setattr("shutil.which", lambda *args, **kwargs: None)  # not in /usr/sbin either
+    with pytest.raises(MissingBinaryError, match=r"`mosquitto` package.*citystream local install --mqtt"):
+        mosquitto(free_port(), tmp_path / "mosquitto").start()
 
 
 def test_install_without_root_prints_the_sudo_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,6 +220,7 @@ def test_install_without_root_prints_the_sudo_line(tmp_path: Path, monkeypatch: 
 
 def test_install_does_nothing_when_the_packages_are_there() -> None:
     assert install_packages(victoria_metrics=True) == []
+    assert install_packages(mqtt=True) == []
 
 
 # ----------------------------------------------------------------------------- the CLI

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -505,3 +506,106 @@ async def test_a_stalled_kafka_delays_but_loses_nothing(
         )
     finally:
         assert bridge.stop() == 0, bridge.log()[-3000:]
+
+
+@pytest.fixture
+def tls_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ManagedService, Path]]:
+    """Mosquitto with a TLS listener (a self-signed certificate for 127.0.0.1) and a password file
+    (user ``citystream``, password ``hunter2-secret``); yields it and the CA file."""
+    import pwd
+    import subprocess
+
+    from streams.tools.localstack.install import debian_binary
+    from streams.tools.localstack.ports import HOST, mqtt_answers
+
+    folder = tmp_path_factory.mktemp("mosquitto-tls")
+    cert, key, passwords = folder / "server.pem", folder / "server.key", folder / "passwords"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    passwords.write_text("")
+    subprocess.run(
+        [debian_binary("mosquitto_passwd", "mosquitto"), "-b", str(passwords), "citystream", "hunter2-secret"],
+        check=True,
+        capture_output=True,
+    )
+
+    def command(service: ManagedService) -> list[str]:
+        config = service.workdir / "mosquitto.conf"
+        config.write_text(
+            f"listener {service.port} {HOST}\nallow_anonymous false\npassword_file {passwords}\n"
+            f"certfile {cert}\nkeyfile {key}\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n"
+            "persistence false\nlog_dest stderr\nlog_type error\n"
+        )
+        return [debian_binary("mosquitto", "mosquitto"), "-c", str(config)]
+
+    def answers(host: str, port: int) -> bool:  # TLS: a connection accepted is enough
+        import socket
+
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+        except OSError:
+            return False
+        return not mqtt_answers(host, port)  # plain MQTT gets no CONNACK from a TLS listener
+
+    service = ManagedService(
+        "mosquitto-tls", "mosquitto", free_port(), folder, command=command, probe=answers, scheme="mqtts"
+    )
+    service.start(timeout=30)
+    try:
+        yield service, cert
+    finally:
+        service.stop()
+
+
+async def test_mqtts_with_a_password(
+    own_kafka: str, tls_mosquitto: tuple[ManagedService, Path], tmp_path: Path
+) -> None:
+    """mqtts:// with a CA file and a password (from a file) works; a wrong password is a 503 on
+    /readyz naming the MQTT connection, and the bridge keeps trying."""
+    import ssl
+
+    broker, cafile = tls_mosquitto
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(registry_yaml(1))
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("hunter2-secret\n")
+    await create_topics(own_kafka)
+    env = bridge_env(
+        own_kafka,
+        broker.url,
+        registry,
+        unique("bridge-tls"),
+        CITYSTREAM_MQTT_USERNAME="citystream",
+        CITYSTREAM_MQTT_PASSWORD_FILE=str(secret),
+        CITYSTREAM_MQTT_SSL_CAFILE=str(cafile),
+    )
+    bridge = start_bridge(tmp_path, env)
+    try:
+        topic, payload = chirpstack(dev_eui(0), 5, now_ms() - MINUTE, True)
+        context = ssl.create_default_context(cafile=str(cafile))
+        async with aiomqtt.Client(
+            "127.0.0.1", broker.port, username="citystream", password="hunter2-secret", tls_context=context
+        ) as client:
+            await client.publish(topic, payload, qos=1)
+        records = await read_topic(own_kafka, PARKING, expected=1, timeout=30)
+        assert [orjson.loads(r.value)["seq"] for r in records] == [5]
+    finally:
+        assert bridge.stop() == 0, bridge.log()[-3000:]
+
+    wrong = {k: v for k, v in env.items() if k != "CITYSTREAM_MQTT_PASSWORD_FILE"}
+    wrong.update(CITYSTREAM_WEB_PORT=str(free_port()), CITYSTREAM_MQTT_PASSWORD="not-the-password")
+    refused = BridgeProcess(tmp_path / "refused", wrong).start()
+    try:
+        port = wrong["CITYSTREAM_WEB_PORT"]
+        wait_for(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 503, 30, "/readyz 503", refused)
+        wait_for(lambda: b"mqtt" in get(f"http://127.0.0.1:{port}/readyz")[1], 30, "the MQTT problem", refused)
+        time.sleep(2)
+        assert refused.alive(), refused.log()[-3000:]
+        assert metric(scrape(int(port)), "citystream_bridge_mqtt_errors_total") >= 1
+    finally:
+        assert refused.stop() == 0, refused.log()[-3000:]
+    assert "not-the-password" not in refused.log()

@@ -216,6 +216,7 @@ async def test_uplinks_of_both_formats_reach_influxdb(
             "the repeat counted as a duplicate",
             worker,
         )
+        assert metric(scrape(worker_port), "citystream_duplicates_total", kind="parking") == 1
 
         letters = [orjson.loads(r.value) for r in await read_topic(own_kafka, DEAD, expected=3, timeout=30)]
         assert len(letters) == 3

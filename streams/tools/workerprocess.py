@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 
 class WorkerProcess:
@@ -30,7 +31,7 @@ class WorkerProcess:
             executable = str(candidate)
         return [executable, "worker"]
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSTREAM_")}
         env.update(self.env)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -74,3 +75,15 @@ class WorkerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+class BridgeProcess(WorkerProcess):
+    """``citystream bridge mqtt`` as a child process, with its own settings, logging to a file."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], log_path: Path | None = None) -> None:
+        client_id = env.get("CITYSTREAM_MQTT_CLIENT_ID", "citystream-bridge")
+        super().__init__(workdir, env, log_path or workdir / f"bridge-{client_id}.log")
+
+    @staticmethod
+    def command() -> list[str]:
+        return [*WorkerProcess.command()[:-1], "bridge", "mqtt"]

@@ -101,7 +101,7 @@ def plan_replay(letters: Iterable[StoredDeadLetter]) -> ReplayPlan:
     committed) is published once.
     """
     plan = ReplayPlan()
-    seen: set[tuple[str, int, int, int | None]] = set()
+    seen: set[tuple[str, int | None, int | None, int | None]] = set()
     ordered = sorted(
         letters,
         key=lambda s: (

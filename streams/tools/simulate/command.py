@@ -160,6 +160,21 @@ Kafka comes from --bootstrap or CITYSTREAM_KAFKA_BOOTSTRAP; missing topics are c
     show_default=True,
     help="Kafka compression (gzip is always available; the others need their library).",
 )
+@click.option(
+    "--parking-via",
+    type=click.Choice(["kafka", "mqtt"]),
+    default="kafka",
+    show_default=True,
+    help="How the parking sensors report: straight to Kafka, or as ChirpStack v4 uplinks on an MQTT "
+    "broker for `citystream bridge mqtt` (each sensor's DevEUI derived from its id; its lot and spot "
+    "in the decoded payload; messages invalid on purpose still go to Kafka).",
+)
+@click.option(
+    "--mqtt-url",
+    default=None,
+    metavar="mqtt://HOST:PORT",
+    help="The MQTT broker of --parking-via mqtt [default: CITYSTREAM_MQTT_URL, else mqtt://127.0.0.1:1883].",
+)
 @click.option("--quiet", is_flag=True, help="No progress display and no summary.")
 def simulate_command(quiet: bool, **values: Any) -> None:
     try:

@@ -50,6 +50,8 @@ class SimulationOptions:
     bootstrap: str | None = None
     registry_out: Path | None = None
     compression: Compression = "none"
+    parking_via: Literal["kafka", "mqtt"] = "kafka"  # mqtt: ChirpStack uplinks for citystream bridge mqtt
+    mqtt_url: str | None = None  # with parking_via mqtt; None: CITYSTREAM_MQTT_URL or mqtt://127.0.0.1:1883
 
     def __post_init__(self) -> None:
         checks = [
@@ -68,6 +70,12 @@ class SimulationOptions:
                 f"the compression library for {self.compression} is not installed",
             ),
         ]
+        if self.mqtt_url is not None:
+            from streams.settings import mqtt_address
+
+            if not self.mqtt_url.startswith(("mqtt://", "mqtts://")):
+                raise ValueError("the MQTT URL is mqtt://host[:port]")
+            mqtt_address(self.mqtt_url)
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

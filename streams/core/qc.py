@@ -204,15 +204,16 @@ class StationQc:
     """The tests' state for one station: a :class:`Series` per measurement, and each recent
     reading's flags and district (to write its point again when its flags change)."""
 
-    __slots__ = ("readings", "series")
+    __slots__ = ("before", "readings", "series")
 
     def __init__(self) -> None:
         self.series: dict[str, Series] = {}
         self.readings: dict[int, list[Any]] = {}  # ts -> [district, flags]
+        self.before: dict[int, Flags | None] = {}  # of the last add: the changed readings' former flags
 
     def add(self, ts: int, district: str, measurements: Mapping[str, float], policy: QcPolicy) -> dict[int, Flags]:
         """Take a new reading; return the readings whose flags are new or changed (this one always)
-        with their flags."""
+        with their flags. :attr:`before` then holds the flags each of them had (None: new)."""
         touched: set[int] = {ts}
         for name, value in measurements.items():
             limits = policy.limits.get(name)
@@ -233,14 +234,17 @@ class StationQc:
                 if found != series.levels[k] or k == i:
                     series.levels[k] = found
                     touched.add(series.times[k])
+        new = ts not in self.readings
         self.readings.setdefault(ts, [district, {}])[0] = district
         changed: dict[int, Flags] = {}
+        self.before = {}
         for t in touched:
             record = self.readings.get(t)
             if record is None:  # flags of a reading whose record was forgotten: nothing to write
                 continue
             flags = self._flags_at(t)
             if t == ts or flags != record[1]:
+                self.before[t] = None if (t == ts and new) else record[1]
                 record[1] = flags
                 changed[t] = flags
         return changed

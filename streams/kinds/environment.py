@@ -182,11 +182,10 @@ class StationAggregate(WindowedAggregate):
         station = self.qc.get(sample.device_id)
         if station is None:
             station = self.qc[sample.device_id] = StationQc()
-        before = {t: record[1] for t, record in station.readings.items()}
         changed = station.add(sample.ts, sample.district, sample.measurements, self.policy.qc)
         for ts, flags in changed.items():
             district = station.readings[ts][0]
-            old = before.get(ts)
+            old = station.before.get(ts)
             key = (sample.device_id, district)
             for windows, dirty, size in (
                 (self.minutes, self.dirty_minutes, self.policy.short_ms),

@@ -36,6 +36,7 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
         "baseline_cpu_us_per_reading_batch",
         "cpu_ratio_single",
         "cpu_ratio_batch",
+        "metrics_max_ms",
         "broker",
     }
     assert figures["broker"] == "tansu"

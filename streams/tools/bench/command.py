@@ -170,6 +170,9 @@ def summarise(single: Throughput | None, batch: Throughput | None, latency: Late
         "cpu_ratio_batch": _round(batch.worker_cpu_us / batch.baseline_cpu_us, 2)
         if batch and batch.baseline_cpu_us
         else None,
+        "metrics_max_ms": _round(max(single.scrape_ms + (batch.scrape_ms if batch else [])), 1)
+        if single and single.scrape_ms
+        else None,
     }
 
 
@@ -197,6 +200,12 @@ def figures_table(
         table.add_row(f"{name}: raw points stored", f"{phase.points:,} in {phase.seconds:.1f} s", "")
         table.add_row(f"{name}: peak RSS MB", f"{phase.peak_rss_mb:.0f}", "")
         table.add_row(f"{name}: largest partition snapshot", f"{phase.snapshot_bytes / 1024:,.0f} KiB", "")
+        if phase.scrape_ms:
+            table.add_row(
+                f"{name}: /metrics answer under load, median / max ms ({len(phase.scrape_ms)} scrapes)",
+                f"{statistics.median(phase.scrape_ms):,.0f} / {max(phase.scrape_ms):,.0f}",
+                "",
+            )
         table.add_row(
             f"{name}: CPU µs per reading (user + system)",
             f"{phase.worker_cpu_us:,.1f} ({phase.worker_cpu_us / max(phase.baseline_cpu_us, 1e-9):.1f}x)",

@@ -199,6 +199,8 @@ class Throughput:
     # CPU (user + system) per reading: the worker's while it processed, the baseline loop's
     worker_cpu_us: float = 0.0
     baseline_cpu_us: float = 0.0
+    # how long the worker took to answer /metrics while it worked through the backlog
+    scrape_ms: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -107,6 +107,7 @@ class Bench:
             # the worker's CPU from the first poll that saw readings processed to the one that saw all
             cpu_first = cpu_last = 0.0
             valid_first = 0.0
+            scrape_ms: list[float] = []
             deadline = time.monotonic() + timeout_s
             while True:
                 if not worker.alive():
@@ -116,8 +117,11 @@ class Bench:
                 assert worker.pid is not None
                 peak = max(peak, rss_mb(worker.pid))
                 cpu = cpu_seconds(worker.pid)
+                asked = time.perf_counter()
                 valid = metric(scrape(port), "citystream_readings_valid_total")
                 now = time.perf_counter()
+                if first is not None and processed is None:  # under full load
+                    scrape_ms.append((now - asked) * 1000)
                 if valid and first is None:
                     first, cpu_first, valid_first = now, cpu, valid
                 self.progress.update(task, completed=valid)
@@ -146,6 +150,7 @@ class Bench:
                 snapshot,
                 worker_cpu_us,
                 base.cpu_us_per_reading,
+                scrape_ms,
             )
         finally:
             if worker is not None:

@@ -93,7 +93,7 @@ def test_percentile() -> None:
 
 
 def test_summary_has_every_key_and_nulls_for_phases_not_run() -> None:
-    single = Throughput(10_000.0, 12_000.0, 200_000.0, 250.04, 500_000, 50.0, 123_456.0, 60.04, 8.0)
+    single = Throughput(10_000.0, 12_000.0, 200_000.0, 250.04, 500_000, 50.0, 123_456.0, 60.04, 8.0, [5.0, 120.04])
     batch = Throughput(40_000.0, 60_000.0, 320_000.0, 180.0, 500_000, 12.5, 0.0, 12.0, 4.0)
     latency = Latency(probes=[0.5] * 98 + [1.5, 2.5], sent=1000, alerts={"alerts": 10, "p99_s": 0.3456})
     figures = summarise(single, batch, latency)
@@ -113,6 +113,7 @@ def test_summary_has_every_key_and_nulls_for_phases_not_run() -> None:
         "baseline_cpu_us_per_reading_batch": 4.0,
         "cpu_ratio_single": 7.5,
         "cpu_ratio_batch": 3.0,
+        "metrics_max_ms": 120.0,
     }
     empty = summarise(None, None, None)
     assert set(empty) == set(figures) and set(empty.values()) == {None}

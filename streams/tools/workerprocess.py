@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -14,9 +15,12 @@ from typing import Self
 class WorkerProcess:
     """One worker with its own settings (``CITYSTREAM_*`` variables), logging to a file."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], log_path: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, env: dict[str, str], log_path: Path | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         self.env = env
+        self.args = list(args)  # of ``citystream worker``, such as --processes 2
         self.log_path = log_path or workdir / f"worker-{env.get('CITYSTREAM_WEB_PORT', '6066')}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -38,7 +42,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command(),
+                [*self.command(), *self.args],
                 cwd=self.workdir,
                 env=env,
                 stdout=log,

@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import re
 import shutil
+import socket
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,29 @@ class Stack:
         self.influx.stop()
 
 
-def start_worker(stack: Stack, root: Path, **extra: str) -> tuple[WorkerProcess, int]:
-    port = free_port()
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` free loopback ports in a row."""
+    for _ in range(100):
+        first = free_port()
+        if all(_bindable(first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no {count} free ports in a row")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_worker(
+    stack: Stack, root: Path, extra: Mapping[str, str], processes: int = 1
+) -> tuple[WorkerProcess, list[int]]:
+    """``citystream worker`` (with ``--processes`` when more than one) and the web ports it serves."""
+    port = consecutive_free_ports(processes)
     env = {
         "CITYSTREAM_KAFKA_BOOTSTRAP": stack.kafka.address,
         "CITYSTREAM_INFLUX_URL": stack.influx.url,
@@ -119,7 +141,14 @@ def start_worker(stack: Stack, root: Path, **extra: str) -> tuple[WorkerProcess,
         "CITYSTREAM_DATA_DIR": str(root / "worker"),
         **extra,
     }
-    return WorkerProcess(root / "worker", env, root / "worker.log").start(), port
+    args = ["--processes", str(processes)] if processes > 1 else []
+    worker = WorkerProcess(root / "worker", env, root / "worker.log", args=args).start()
+    return worker, [port + i for i in range(processes)]
+
+
+def scrape_all(ports: list[int]) -> str:
+    """The /metrics of every process, one exposition after the other (the samples add up)."""
+    return "\n".join(scrape(port) for port in ports)
 
 
 async def produce_all(bootstrap: str, messages: Iterator[Message], on_sent: Callable[[int], None]) -> int:
@@ -180,10 +209,28 @@ async def baseline(bootstrap: str, readings: int, timeout_s: float = 300) -> Bas
     return Baseline(readings / seconds, cpu_s / seen * 1e6)
 
 
+def _tree(pid: int) -> list[psutil.Process]:
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used so far (psutil)."""
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    """User and system CPU time a process and its children (worker processes) have used so far."""
+    total = 0.0
+    for process in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def rss_mb_tree(pid: int) -> float:
+    """Resident memory of a process and its children, MiB."""
+    total = 0
+    for process in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total / (1 << 20)
 
 
 @dataclass

@@ -42,7 +42,9 @@ from streams.tools.bench.measure import (
     metric,
     produce_all,
     raw_points,
+    rss_mb_tree,
     scrape,
+    scrape_all,
     start_worker,
 )
 from streams.tools.soak import rss_mb
@@ -60,8 +62,10 @@ class Bench:
         profile: bool = False,
         settings: dict[str, str] | None = None,
         broker: str = "tansu",
+        processes: int = 1,
     ) -> None:
         self.root = root
+        self.processes = processes  # worker processes of the throughput phases' second run
         self.broker = broker  # tansu, or kafka: Apache Kafka's KRaft node
         self.settings = settings or {}
         self.console = console
@@ -82,7 +86,13 @@ class Bench:
         return self.progress.add_task(description, total=total)
 
     def throughput(
-        self, name: str, messages: Iterator[Message], readings: int, per_message: int, timeout_s: float
+        self,
+        name: str,
+        messages: Iterator[Message],
+        readings: int,
+        per_message: int,
+        timeout_s: float,
+        processes: int = 1,
     ) -> Throughput:
         root = self.root / name
         stack = Stack.start(root, self.broker)
@@ -99,7 +109,7 @@ class Bench:
             self.progress.update(
                 task, total=1, completed=1, description=f"{name}: baseline {base.readings_per_s:,.0f} readings/s"
             )
-            worker, port = start_worker(stack, root, **self.settings)
+            worker, ports = start_worker(stack, root, self.settings, processes)
             spy = self._profile(worker, name)
             task = self._task(f"{name}: worker", readings)
             first = processed = None
@@ -115,10 +125,10 @@ class Bench:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the worker did not store {readings} readings in {timeout_s:.0f} s")
                 assert worker.pid is not None
-                peak = max(peak, rss_mb(worker.pid))
+                peak = max(peak, rss_mb_tree(worker.pid))
                 cpu = cpu_seconds(worker.pid)
                 asked = time.perf_counter()
-                valid = metric(scrape(port), "citystream_readings_valid_total")
+                valid = metric(scrape_all(ports), "citystream_readings_valid_total")
                 now = time.perf_counter()
                 if first is not None and processed is None:  # under full load
                     scrape_ms.append((now - asked) * 1000)
@@ -131,7 +141,7 @@ class Bench:
                     points = raw_points(stack.influx.url)
                     if points >= readings:
                         # the checkpoint that wrote the last points took the snapshots before it
-                        snapshot = largest(scrape(port), "citystream_snapshot_bytes")
+                        snapshot = largest(scrape_all(ports), "citystream_snapshot_bytes")
                         break
                 time.sleep(POLL_S)
             assert first is not None and processed is not None
@@ -162,7 +172,7 @@ class Bench:
     def latency(self, rate: float, seconds: float) -> Latency:
         root = self.root / "latency"
         stack = Stack.start(root, self.broker)
-        worker, port = start_worker(stack, root, **self.settings)
+        worker, (port,) = start_worker(stack, root, self.settings)
         spy = self._profile(worker, "latency")
         result = Latency()
         try:

@@ -8,7 +8,7 @@ help:  ## list the tasks
 
 install:  ## install the package with its development tools, the local stack's servers and the AsyncAPI parser
 	$(PYTHON) -m pip install -e '.[dev]'
-	citystream local install --victoria-metrics --deploy-tools --kcat --kafka
+	citystream local install --victoria-metrics --deploy-tools --kcat --mqtt --kafka
 	npm ci --ignore-scripts --no-audit --no-fund --prefix tests/asyncapi
 
 lint:  ## ruff: style, imports, and the layers' banned imports

@@ -11,6 +11,8 @@ import re
 import socket
 import ssl
 import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,6 +22,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streams.errors import CitystreamError
 
 if TYPE_CHECKING:
+    from streams.core.qc import QcPolicy
+    from streams.core.uplinks import TopicSpec
     from streams.rules.policy import AlertPolicy
 
 ENV_PREFIX = "CITYSTREAM_"
@@ -102,6 +106,16 @@ class Settings(BaseSettings):
     alert_thresholds: dict[str, float] = Field(
         default_factory=dict,
         description="overrides of the alert rules' thresholds (names of streams.rules.policy.AlertPolicy)",
+    )
+    # data-quality tests of environment readings (schemas/CONTRACT.md section 5.1): the defaults of
+    # streams.core.qc unless overridden, as JSON, e.g.
+    # CITYSTREAM_QC='{"pm25_ugm3": {"spike": 80, "high": 400}, "flat_suspect_min": 45}'
+    qc: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "overrides of the data-quality thresholds: per measurement low, high, spike, rate_per_min, "
+            "tolerance; and flat_suspect_min, flat_fail_min, max_gap_min"
+        ),
     )
 
     # InfluxDB writes
@@ -246,6 +260,15 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("qc")
+    @classmethod
+    def _known_qc(cls, value: dict[str, Any]) -> dict[str, Any]:
+        qc_policy(value)  # refuses unknown names and impossible values
+        return value
+
+    def qc_policy(self) -> QcPolicy:
+        return qc_policy(self.qc)
+
     def alert_policy(self) -> AlertPolicy:
         from streams.rules.policy import AlertPolicy
 
@@ -260,6 +283,108 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> list[str]:
         return self.kafka_bootstrap.split(",")
+
+
+class BridgeSettings(Settings):
+    """The MQTT bridge's settings (``citystream bridge mqtt``, schemas/CONTRACT.md section 9): the
+    worker's (Kafka, registry, web port, logging) and the MQTT broker's."""
+
+    mqtt_url: str = Field(
+        "mqtt://127.0.0.1:1883", description="MQTT broker: mqtt://host[:port], or mqtts://host[:port] for TLS"
+    )
+    mqtt_username: str | None = Field(None, min_length=1, description="MQTT user")
+    mqtt_password: SecretStr | None = Field(None, description="MQTT password; never logged")
+    mqtt_password_file: Path | None = Field(None, description="file holding the MQTT password")
+    mqtt_ssl_cafile: Path | None = Field(None, description="CA bundle to verify an mqtts:// broker (else the system's)")
+    mqtt_topics: str = Field(
+        "",
+        description="comma-separated FORMAT:FILTER subscriptions (FORMAT chirpstack, tts, contract-parking, "
+        "contract-env, contract-taxi); empty: ChirpStack's and The Things Stack's uplink topics",
+    )
+    mqtt_client_id: str = Field(
+        "citystream-bridge",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="MQTT client id; its persistent session holds the uplinks while the bridge is away",
+    )
+    mqtt_share_group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="subscribe as $share/<group>/<filter>: the bridges of one group share the uplinks",
+    )
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        if not re.match(r"^mqtts?://[^/\s@]+/?$", value):
+            if "@" in value:
+                # credentials in a URL end up in log lines; the password has its own, secret, settings
+                raise ValueError("must not hold a user or password: use CITYSTREAM_MQTT_USERNAME and _PASSWORD")
+            raise ValueError("expected mqtt://host[:port] or mqtts://host[:port], e.g. mqtt://127.0.0.1:1883")
+        mqtt_address(value)
+        return value.rstrip("/")
+
+    @field_validator("mqtt_topics")
+    @classmethod
+    def _mqtt_topics(cls, value: str) -> str:
+        from streams.core.uplinks import parse_topics
+
+        parse_topics(value)
+        return value
+
+    @field_validator("mqtt_password_file", "mqtt_ssl_cafile")
+    @classmethod
+    def _mqtt_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no file at {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _read_mqtt_password_file(self) -> BridgeSettings:
+        if self.mqtt_password_file is not None:
+            variable = ENV_PREFIX + "MQTT_PASSWORD"
+            if self.mqtt_password is not None:
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+            object.__setattr__(
+                self, "mqtt_password", SecretStr(_read_secret(self.mqtt_password_file, f"{variable}_FILE"))
+            )
+        return self
+
+    @property
+    def mqtt_tls(self) -> bool:
+        return self.mqtt_url.startswith("mqtts://")
+
+    @property
+    def mqtt_host_port(self) -> tuple[str, int]:
+        return mqtt_address(self.mqtt_url)
+
+    def mqtt_subscriptions(self) -> tuple[TopicSpec, ...]:
+        """What ``CITYSTREAM_MQTT_TOPICS`` asks for (ChirpStack's and The Things Stack's uplinks if empty)."""
+        from streams.core.uplinks import parse_topics
+
+        return parse_topics(self.mqtt_topics)
+
+
+def mqtt_address(url: str) -> tuple[str, int]:
+    """Host and port of an ``mqtt://`` (default port 1883) or ``mqtts://`` (8883) URL; ValueError if none."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.rstrip("/")
+    default = 8883 if scheme == "mqtts" else 1883
+    if netloc.startswith("["):  # [IPv6]:port
+        host, _, tail = netloc[1:].partition("]")
+        port_text = tail.removeprefix(":") if tail.startswith(":") else ""
+        if tail and not tail.startswith(":"):
+            raise ValueError(f"cannot read the host of {url}")
+    elif netloc.count(":") == 1:
+        host, _, port_text = netloc.partition(":")
+    else:
+        host, port_text = netloc, ""
+    if not host:
+        raise ValueError(f"{url} names no host")
+    if not port_text:
+        return host, default
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"the port of {url} is not a number from 1 to 65535")
+    return host, int(port_text)
 
 
 def _read_secret(path: Path, variable: str) -> str:
@@ -392,6 +517,14 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError(describe_errors(exc)) from None
 
 
+def load_bridge_settings(**overrides: object) -> BridgeSettings:
+    """The MQTT bridge's settings, as :func:`load_settings` builds the worker's."""
+    try:
+        return BridgeSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+
 def describe_errors(exc: ValidationError) -> str:
     lines = ["invalid settings:"]
     for error in exc.errors(include_url=False, include_input=False):
@@ -400,3 +533,38 @@ def describe_errors(exc: ValidationError) -> str:
         # a check of several settings at once names its variables in its message
         lines.append(f"  {ENV_PREFIX}{name.upper()}: {message}" if name else f"  {message}")
     return "\n".join(lines)
+
+
+QC_DURATIONS = {"flat_suspect_min": "flat_suspect_ms", "flat_fail_min": "flat_fail_ms", "max_gap_min": "max_gap_ms"}
+
+
+def qc_policy(overrides: Mapping[str, Any]) -> QcPolicy:
+    """The data-quality thresholds with ``CITYSTREAM_QC``'s overrides; ValueError names what is wrong."""
+    from streams.core.qc import DEFAULTS, Limits, QcPolicy
+
+    limits = dict(DEFAULTS)
+    durations: dict[str, int] = {}
+    for name, value in overrides.items():
+        if name in QC_DURATIONS:
+            if not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of minutes")
+            durations[QC_DURATIONS[name]] = int(value * 60_000)
+        elif name in limits:
+            if not isinstance(value, Mapping):
+                raise ValueError(f'{name}: expected an object such as {{"spike": 80}}')
+            unknown = sorted(set(value) - set(Limits.__dataclass_fields__))
+            if unknown:
+                raise ValueError(
+                    f"{name}: unknown {', '.join(unknown)}; known: low, high, spike, rate_per_min, tolerance"
+                )
+            merged = Limits(**{**asdict(limits[name]), **{k: float(v) for k, v in value.items()}})
+            if merged.low > merged.high or min(merged.spike, merged.rate_per_min) <= 0 or merged.tolerance < 0:
+                raise ValueError(f"{name}: needs low <= high, spike and rate_per_min > 0, tolerance >= 0")
+            limits[name] = merged
+        else:
+            known = ", ".join([*sorted(DEFAULTS), *QC_DURATIONS])
+            raise ValueError(f"unknown name {name}; known: {known}")
+    policy = QcPolicy(limits=limits, **durations)
+    if policy.flat_suspect_ms > policy.flat_fail_ms:
+        raise ValueError("flat_suspect_min must not exceed flat_fail_min")
+    return policy

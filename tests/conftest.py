@@ -13,6 +13,7 @@ them by the session parameter, so one session broker runs at a time.
   tests' topics and messages are on it too. Tansu creates a topic on its first message (with
   partitions of its choosing), Apache Kafka never: create the topics first (``ensure_topics``,
   or ``create_topics`` of tests/integration/helpers.py for the contract's).
+* ``own_kafka_service``: ``own_kafka``'s :class:`ManagedService` handle (to pause or stop it).
 * ``own_kafka``: a broker of the test's own of that kind (a fresh Tansu, or a fresh Apache Kafka
   node, about 3 s to start), for tests whose counts would mix with other tests' messages (those
   that write the contract's source topics, or read a whole topic).
@@ -21,6 +22,9 @@ them by the session parameter, so one session broker runs at a time.
   No database is created: call ``streams.tools.localstack.create_database(url, name)``.
 * ``influx_url``: the InfluxDB base URL, ``"http://127.0.0.1:PORT"``.
 * ``victoria_metrics``: VictoriaMetrics (accepts ``/api/v2/write``). Yields its base URL.
+* ``mosquitto``: Mosquitto 2 (Debian's), an MQTT broker with persistent sessions (saved in its
+  folder). Yields the :class:`ManagedService` handle; ``mqtt_url`` yields ``"mqtt://127.0.0.1:PORT"``.
+  A missing mosquitto fails the fixture with the hint ``citystream local install --mqtt``.
 * ``apache_kafka``: Apache Kafka itself, one KRaft node (broker and controller; topics are not
   auto-created). Yields ``"127.0.0.1:PORT"``. Needs Java 17 and Maven (the jars are fetched once
   into ~/.cache/citystream/kafka/: ``citystream local install --kafka``).
@@ -54,6 +58,7 @@ def _serve(
     tmp_path_factory: pytest.TempPathFactory,
     factory: Callable[[int, Path], ManagedService],
     folder: str,
+    hint: str = INSTALL_HINT,
 ) -> Iterator[ManagedService]:
     service = factory(free_port(), tmp_path_factory.mktemp(folder))
     missing = None
@@ -62,7 +67,7 @@ def _serve(
     except MissingBinaryError as exc:
         missing = str(exc)
     if missing is not None:  # fail (not skip): the tests need the real servers
-        pytest.fail(f"{missing}\n{INSTALL_HINT}", pytrace=False)
+        pytest.fail(f"{missing}\n{hint}", pytrace=False)
     _session_services.append(service)
     try:
         yield service
@@ -107,6 +112,18 @@ def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield service.url
 
 
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedService]:
+    hint = "run `citystream local install --mqtt`"
+    with _serve(tmp_path_factory, localstack.mosquitto, "mosquitto", hint) as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(mosquitto: ManagedService) -> str:
+    return mosquitto.url
+
+
 @pytest.fixture(autouse=True)
 def _restart_stopped_services() -> Iterator[None]:
     """After each test, start again any session service the test left stopped or killed."""
@@ -117,11 +134,17 @@ def _restart_stopped_services() -> Iterator[None]:
 
 
 @pytest.fixture
-def own_kafka(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def own_kafka_service(broker_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedService]:
+    """``own_kafka``'s :class:`ManagedService` handle, for tests that pause or stop their broker."""
+    with _serve(tmp_path_factory, BROKERS[broker_kind], f"{broker_kind}-own") as service:
+        yield service
+
+
+@pytest.fixture
+def own_kafka(own_kafka_service: ManagedService) -> str:
     """A broker of the test's own (Tansu, or a fresh Apache Kafka node), for tests that need topics
     no other test has written."""
-    with _serve(tmp_path_factory, BROKERS[broker_kind], f"{broker_kind}-own") as service:
-        yield service.address
+    return own_kafka_service.address
 
 
 @pytest.fixture(scope="session")

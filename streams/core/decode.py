@@ -99,6 +99,18 @@ class SourceMessage:
     timestamp_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class BridgeSource:
+    """Where a gateway bridge's message came from (contract version 1.1): ``mqtt:<topic>``, with no
+    Kafka partition or offset."""
+
+    topic: str
+    key: bytes | None
+    timestamp_ms: int | None
+    partition: None = None
+    offset: None = None
+
+
 def decode_message(model: ReadingModel, value: bytes | None, now_ms: int, limits: TimeLimits = TimeLimits()) -> Decoded:
     """Judge one message value: a single reading or a ``{"batch": [...]}`` envelope."""
     decoded = Decoded()
@@ -159,7 +171,7 @@ def decode_message(model: ReadingModel, value: bytes | None, now_ms: int, limits
     return decoded
 
 
-def dead_letter(source: SourceMessage, rejection: Rejection, now_ms: int) -> DeadLetter:
+def dead_letter(source: SourceMessage | BridgeSource, rejection: Rejection, now_ms: int) -> DeadLetter:
     key = None if source.key is None else dead_letter_key(source.key).decode("utf-8", errors="backslashreplace")
     payload = rejection.payload
     return DeadLetter(

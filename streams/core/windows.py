@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from streams.core.qc import QcPolicy
 
 
 def window_start(ts_ms: int, size_ms: int) -> int:
@@ -20,12 +22,14 @@ def window_start(ts_ms: int, size_ms: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class WindowPolicy:
-    """Window sizes, grace and maximum lateness, in milliseconds."""
+    """Window sizes, grace and maximum lateness, in milliseconds; and the thresholds of the
+    data-quality tests the environment windows run on their readings."""
 
     short_ms: int = 60_000
     long_ms: int = 3_600_000
     grace_ms: int = 30_000
     max_lateness_ms: int = 600_000
+    qc: QcPolicy = field(default_factory=QcPolicy)
 
 
 class Stats:

@@ -21,6 +21,18 @@ class StationHour(NamedTuple):
     means: Mapping[str, float]  # pm25_ugm3, pm10_ugm3, o3_ppm: those measured in the hour
 
 
+class StationMinute(NamedTuple):
+    """A station's final minute: the measurements failing the flat-line test in it (with the longest
+    flat run, ms) and those measured in it that did not."""
+
+    device_id: str
+    district: str
+    start_ms: int
+    end_ms: int
+    stuck: Mapping[str, int]
+    varied: AbstractSet[str]
+
+
 class CellMinute(NamedTuple):
     """A cell's final minute: its collision warnings and road hazards, with the taxis that saw them."""
 

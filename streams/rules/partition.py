@@ -1,7 +1,7 @@
 """Which alert rules each kind of partition runs, and when (schemas/CONTRACT.md section 6).
 
 - a ``city.env.v1`` partition: PM2.5, PM10 and O3 per station on final hourly windows; stations
-  offline, on each reading and the clock;
+  stuck (a flat line) on final minute windows; stations offline, on each reading and the clock;
 - a ``city.parking.v1`` partition: parking sensors offline (each reading, the clock), battery low;
 - a ``taxi-by-cell`` partition: ADAS hotspot and road hazard on the final minute windows of a cell;
 - a ``parking-by-lot`` partition: lot full on the final minute windows of a lot.
@@ -19,9 +19,10 @@ from streams.rules.air import StationAirRules
 from streams.rules.book import AlertBook
 from streams.rules.cells import CellRules
 from streams.rules.devices import DeviceRules
-from streams.rules.finals import CellMinute, LotMinute, StationHour
+from streams.rules.finals import CellMinute, LotMinute, StationHour, StationMinute
 from streams.rules.lots import LotRules
 from streams.rules.policy import PARKING, STATION, AlertPolicy
+from streams.rules.stuck import StuckRules
 
 # a partition whose newest message is this recent, or which has had nothing new for this long, has
 # caught up with its input: only then can silence be told from a backlog
@@ -64,6 +65,7 @@ class StationPartitionRules(PartitionRules):
         super().__init__(policy)
         self.air = StationAirRules(policy)
         self.devices = DeviceRules(policy)
+        self.stuck = StuckRules()
 
     def on_reading(self, reading: Any, sent_ms: int, now_ms: int) -> list[Alert]:
         return self.devices.seen(self.book, reading.device_id, STATION, sent_ms, now_ms)
@@ -72,19 +74,25 @@ class StationPartitionRules(PartitionRules):
         self, aggregate: WindowedAggregate, progress: MergeProgress | None, caught_up: bool, now_ms: int
     ) -> list[Alert]:
         alerts = []
-        hour: StationHour
-        for hour in aggregate.finalize(now_ms):
-            alerts += self.air.on_final_hour(self.book, hour.device_id, hour.start_ms, hour.end_ms, hour.means, now_ms)
+        fail_ms = aggregate.policy.qc.flat_fail_ms
+        for final in aggregate.finalize(now_ms):
+            if isinstance(final, StationMinute):
+                alerts += self.stuck.on_final_minute(self.book, final, fail_ms, now_ms)
+            elif isinstance(final, StationHour):
+                alerts += self.air.on_final_hour(
+                    self.book, final.device_id, final.start_ms, final.end_ms, final.means, now_ms
+                )
         if caught_up:
             alerts += self.devices.check_offline(self.book, now_ms, now_ms)
         return alerts
 
     def _dump(self) -> dict[str, Any]:
-        return {"air": self.air.dump(), "devices": self.devices.dump()}
+        return {"air": self.air.dump(), "devices": self.devices.dump(), "stuck": self.stuck.dump()}
 
     def _load(self, data: dict[str, Any]) -> None:
         self.air = StationAirRules.load(data["air"], self.policy)
         self.devices = DeviceRules.load(data["devices"], self.policy)
+        self.stuck = StuckRules.load(data.get("stuck", {}))
 
 
 class SpotPartitionRules(PartitionRules):

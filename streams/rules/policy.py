@@ -26,6 +26,7 @@ HOTSPOT: Final = "adas.hotspot"
 ROAD_HAZARD: Final = "road.hazard"
 DEVICE_OFFLINE: Final = "device.offline"
 BATTERY_LOW: Final = "device.battery_low"
+DEVICE_STUCK: Final = "device.stuck"
 
 #: kind -> (subject type, severity), as the contract's rules table
 KINDS: Final[Mapping[str, tuple[SubjectType, AlertSeverity]]] = {
@@ -39,6 +40,7 @@ KINDS: Final[Mapping[str, tuple[SubjectType, AlertSeverity]]] = {
     ROAD_HAZARD: ("cell", "info"),
     DEVICE_OFFLINE: ("device", "warning"),
     BATTERY_LOW: ("device", "info"),
+    DEVICE_STUCK: ("device", "warning"),
 }
 
 STATION: Final = "station"

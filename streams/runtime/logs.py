@@ -33,7 +33,8 @@ def secret_values(settings: Settings) -> list[str]:
     """The values that must never appear in a log line or an error message."""
     values = [
         secret.get_secret_value()
-        for secret in (settings.influx_token, settings.kafka_sasl_password)
+        # the bridge's settings add the MQTT password
+        for secret in (settings.influx_token, settings.kafka_sasl_password, getattr(settings, "mqtt_password", None))
         if secret is not None
     ]
     return [value for value in values if len(value) >= MIN_SECRET_LENGTH]

@@ -55,6 +55,9 @@ log = logging.getLogger("citystream.worker")
 Apply = Callable[[SourceMessage, bytes | None, PartitionWork], Awaitable[None]]
 
 FORWARD_INTERVAL_S = 0.2
+# messages handled between two yields to the event loop: a fetch of thousands of messages would
+# otherwise keep /metrics and /healthz waiting for a second or more
+YIELD_EVERY = 200
 ALERT_RULES_INTERVAL_S = 0.2
 
 
@@ -124,6 +127,7 @@ class Runtime:
             long_ms=settings.window_long_s * 1000,
             grace_ms=int(settings.window_grace_s * 1000),
             max_lateness_ms=int(settings.max_lateness_s * 1000),
+            qc=settings.qc_policy(),
         )
         self.app = build_app(settings)
         self.writer = make_writer(settings)
@@ -342,7 +346,12 @@ class Runtime:
             new = {(m.topic, m.partition) for m in messages if (m.topic, m.partition) not in works}
             if new:
                 await checkpointer.prepare(new)
-            for message in messages:
+            for count, message in enumerate(messages, start=1):
+                if count % YIELD_EVERY == 0:
+                    # let the web server (/metrics, /healthz) and the heartbeats run between messages
+                    await asyncio.sleep(0)
+                    if generation != checkpointer.generation:
+                        return
                 topic, partition, offset = message.topic, message.partition, message.offset
                 work = works.get((topic, partition))
                 if work is None:

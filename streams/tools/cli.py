@@ -19,6 +19,7 @@ def cli() -> None:
 def _register() -> None:
     from streams.tools.alertconsumer import alerts_command
     from streams.tools.bench import bench_command
+    from streams.tools.bridge import bridge_command
     from streams.tools.deadletters import deadletters_command
     from streams.tools.demo import demo_command
     from streams.tools.jsonschemas import schemas_command
@@ -30,6 +31,7 @@ def _register() -> None:
 
     cli.add_command(alerts_command)
     cli.add_command(bench_command)
+    cli.add_command(bridge_command)
     cli.add_command(deadletters_command)
     cli.add_command(demo_command)
     cli.add_command(local_command)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import click
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -24,11 +25,8 @@ from streams.tools.workerprocess import WorkerProcess
 
 
 def rss_mb(pid: int) -> float:
-    """Resident set size of a process, from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident set size of a process, in MiB (psutil)."""
+    return float(psutil.Process(pid).memory_info().rss) / (1 << 20)
 
 
 @click.command("soak")

@@ -7,15 +7,20 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 
 class WorkerProcess:
     """One worker with its own settings (``CITYSTREAM_*`` variables), logging to a file."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], log_path: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, env: dict[str, str], log_path: Path | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.workdir = workdir
         self.env = env
+        self.args = list(args)  # of ``citystream worker``, such as --processes 2
         self.log_path = log_path or workdir / f"worker-{env.get('CITYSTREAM_WEB_PORT', '6066')}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -30,14 +35,14 @@ class WorkerProcess:
             executable = str(candidate)
         return [executable, "worker"]
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CITYSTREAM_")}
         env.update(self.env)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command(),
+                [*self.command(), *self.args],
                 cwd=self.workdir,
                 env=env,
                 stdout=log,
@@ -74,3 +79,15 @@ class WorkerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+class BridgeProcess(WorkerProcess):
+    """``citystream bridge mqtt`` as a child process, with its own settings, logging to a file."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], log_path: Path | None = None) -> None:
+        client_id = env.get("CITYSTREAM_MQTT_CLIENT_ID", "citystream-bridge")
+        super().__init__(workdir, env, log_path or workdir / f"bridge-{client_id}.log")
+
+    @staticmethod
+    def command() -> list[str]:
+        return [*WorkerProcess.command()[:-1], "bridge", "mqtt"]

@@ -30,6 +30,18 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
         "alert_p99_latency_s",
         "rss_mb",
         "snapshot_max_bytes",
+        "worker_cpu_us_per_reading_single",
+        "worker_cpu_us_per_reading_batch",
+        "baseline_cpu_us_per_reading_single",
+        "baseline_cpu_us_per_reading_batch",
+        "cpu_ratio_single",
+        "cpu_ratio_batch",
+        "metrics_max_ms",
+        "processes",
+        "single_readings_per_s_processes",
+        "batch_readings_per_s_processes",
+        "worker_cpu_us_per_reading_single_processes",
+        "worker_cpu_us_per_reading_batch_processes",
         "broker",
     }
     assert figures["broker"] == "tansu"
@@ -42,8 +54,30 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
     ):
         assert figures[name] > 0, name
     assert 0 < figures["batch_ratio_to_baseline"] < 10
+    # CPU per reading: the worker's is dearer than the bare loop's, and both are measured
+    for shape in ("single", "batch"):
+        worker, loop = figures[f"worker_cpu_us_per_reading_{shape}"], figures[f"baseline_cpu_us_per_reading_{shape}"]
+        assert 0 < loop < worker, (shape, loop, worker)
+        assert figures[f"cpu_ratio_{shape}"] == pytest.approx(worker / loop, rel=0.05)
     # probes every 100 ms for 15 s, each seen in InfluxDB
     assert 0 < figures["p50_latency_s"] <= figures["p99_latency_s"] < 30
+
+
+def test_bench_runs_the_throughput_phases_again_with_two_worker_processes(tmp_path: Path) -> None:
+    command = [*WorkerProcess.command()[:-1], "bench", "--phases", "single", "--processes", "2"]
+    command += ["--readings", "3000", "--devices", "300", "--dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["processes"] == 2
+    assert figures["single_readings_per_s"] > 0 and figures["single_readings_per_s_processes"] > 0
+    assert figures["worker_cpu_us_per_reading_single_processes"] > 0
+    assert figures["batch_readings_per_s_processes"] is None
+    # the second run's worker ran two processes, each with its own data folder
+    assert sorted(p.name for p in (tmp_path / "single-2p" / "worker").iterdir() if p.name.startswith("process-")) == [
+        "process-0",
+        "process-1",
+    ]
 
 
 def test_bench_runs_on_apache_kafka_and_says_so(tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ from streams.tools.localstack import (
     kafka_answers,
     local_command,
     local_down,
+    mosquitto,
+    mqtt_answers,
     tansu,
 )
 from streams.tools.localstack import influxdb as influxdb_service
@@ -200,6 +202,9 @@ def test_a_missing_binary_names_the_package_and_the_install_command(
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MissingBinaryError, match=r"`influxdb` package.*citystream local install"):
         influxdb_service(free_port(), tmp_path / "influxdb").start()
+    monkeypatch.setattr("shutil.which", lambda *args, **kwargs: None)  # not in /usr/sbin either
+    with pytest.raises(MissingBinaryError, match=r"`mosquitto` package.*citystream local install --mqtt"):
+        mosquitto(free_port(), tmp_path / "mosquitto").start()
 
 
 def test_install_without_root_prints_the_sudo_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,6 +220,7 @@ def test_install_without_root_prints_the_sudo_line(tmp_path: Path, monkeypatch: 
 
 def test_install_does_nothing_when_the_packages_are_there() -> None:
     assert install_packages(victoria_metrics=True) == []
+    assert install_packages(mqtt=True) == []
 
 
 # ----------------------------------------------------------------------------- the CLI
@@ -286,6 +292,28 @@ def test_local_up_status_down_end_to_end(tmp_path: Path) -> None:
         down_again = _cli("down", "--dir", str(folder))
         assert down_again.returncode == 0
         assert down_again.stdout.splitlines() == ["kafka: not running", "influxdb: not running"]
+    finally:
+        local_down(folder)
+
+
+def test_local_up_with_mqtt_runs_mosquitto(tmp_path: Path) -> None:
+    folder = tmp_path / "local"
+    mqtt_port = free_port()
+    ports = ("--kafka-port", str(free_port()), "--influx-port", str(free_port()), "--mqtt-port", str(mqtt_port))
+    try:
+        up = _cli("up", "--dir", str(folder), *ports, "--mqtt")
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"CITYSTREAM_MQTT_URL=mqtt://127.0.0.1:{mqtt_port}" in up.stdout
+        assert mqtt_answers("127.0.0.1", mqtt_port)
+        config = (folder / "mosquitto" / "mosquitto.conf").read_text()
+        assert "persistence true" in config and f"listener {mqtt_port} 127.0.0.1" in config
+        rows = _status_rows(folder)
+        assert rows["mosquitto"][2:] == [f"mqtt://127.0.0.1:{mqtt_port}", "running, answering"]
+
+        down = _cli("down", "--dir", str(folder))
+        assert down.stdout.splitlines() == ["kafka: stopped", "influxdb: stopped", "mosquitto: stopped"]
+        assert not mqtt_answers("127.0.0.1", mqtt_port)
+        assert (folder / "mosquitto" / "data" / "mosquitto.db").is_file()  # the sessions, saved on exit
     finally:
         local_down(folder)
 

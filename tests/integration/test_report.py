@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 DATABASE = "report_test"
 LOT_FULL = "alerts,kind=parking.lot_full,severity=info,subject_type=lot"  # the start of an alerts point
+STUCK = "alerts,kind=device.stuck,severity=warning,subject_type=device"
 MINUTE = 60_000
 
 
@@ -105,6 +106,17 @@ def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path:
         f"{start + 3 * MINUTE}",
         f'{LOT_FULL},status=raised,subject_id=lot-b value=0.975,threshold=0.95,message="full",alert_id="y" '
         f"{end + MINUTE}",
+        # a raw reading a data-quality test flagged, one it passed, and a stuck station's alerts: one raised
+        # before the range and cleared in it, one raised in it
+        'environment,device_id=env-jung-01,district=jung pm25_ugm3=350,qc=3i,qc_tests="pm25_ugm3:spike" '
+        f"{start + 90_000}",
+        f"environment,device_id=env-jung-01,district=jung pm25_ugm3=20,qc=1i {start + 150_000}",
+        f'{STUCK},status=raised,subject_id=env-old value=7200,threshold=7200,message="old stuck",alert_id="o" '
+        f"{start - 10 * MINUTE}",
+        f'{STUCK},status=cleared,subject_id=env-old value=0,threshold=7200,message="varies",alert_id="o" '
+        f"{start + MINUTE}",
+        f'{STUCK},status=raised,subject_id=env-jung-01 value=7300,threshold=7200,message="pm25_ugm3 unchanged",'
+        f'alert_id="s" {start + 2 * MINUTE}',
         # outside the range: ignored
         f"environment_1m,device_id=env-jung-01,district=jung readings=7i,pm25_ugm3_mean=300 {end}",
         f"taxi_adas_1m,cell={cells[0]} readings=999i,fcw=99i {start - MINUTE}",
@@ -166,7 +178,17 @@ def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path:
         "pothole": 1,
         "obstacle": 0,
     }
-    assert summary["alerts"] == {"parking.lot_full cleared": 2, "parking.lot_full raised": 1}
+    assert summary["alerts"] == {
+        "device.stuck cleared": 1,
+        "device.stuck raised": 1,
+        "parking.lot_full cleared": 2,
+        "parking.lot_full raised": 1,
+    }
+    assert summary["pm25_flagged"] == {"env-jung-01": 1}
+    assert [(s["station"], s["cleared_utc"] is None) for s in summary["stuck_stations"]] == [
+        ("env-old", False),
+        ("env-jung-01", True),
+    ]
 
     charts = {name: out / name for name in ("pm25.png", "parking.png", "adas_map.png", "throughput.png")}
     for path in charts.values():
@@ -178,6 +200,7 @@ def test_report_of_known_points(influx_url: str, kafka_bootstrap: str, tmp_path:
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert [base64.b64decode(e) for e in embedded] == [path.read_bytes() for path in charts.values()]
+    assert "<td>env-jung-01</td>" in page and "still stuck" in page and "pm25_ugm3 unchanged" in page
     # the top cells table, the district taken from the registry
     assert f"<code>{cells[0]}</code></td><td>jung</td><td>3</td>" in page
     with Image.open(io.BytesIO(base64.b64decode(embedded[2]))) as image:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,12 @@ from tests.integration.helpers import (
     WorkerProcess,
     count_points,
     create_topics,
+    get,
     influx_rows,
+    metric,
     now_ms,
     produce,
+    scrape,
     unique,
     wait_for,
     worker_env,
@@ -193,3 +197,42 @@ async def test_a_worker_joining_mid_stream_takes_over_partitions_with_their_stat
     finally:
         assert first.stop() == 0, first.log()[-3000:]
         assert second.stop() == 0, second.log()[-3000:]
+
+
+def two_free_ports() -> int:
+    """A free loopback port whose next one is free too."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two free ports in a row")
+
+
+async def test_one_worker_of_two_processes_shares_the_partitions_and_gives_the_same_windows(
+    own_kafka: str, influx_url: str, tmp_path: Path
+) -> None:
+    database = unique("windows_processes")
+    scenario = sc.build(hour_aligned_hours_ago(7), seed=53, taxis=12, stations=4)
+    await create_topics(own_kafka)
+    await produce(own_kafka, scenario.messages)
+    port = two_free_ports()
+    env = {**window_env(own_kafka, influx_url, database, tmp_path, scenario), "CITYSTREAM_WEB_PORT": str(port)}
+    worker = WorkerProcess(tmp_path, env, args=["--processes", "2"]).start()
+    try:
+        wait_exact(influx_url, database, scenario, [worker], timeout=240)
+        # each process serves its own /metrics, on the port after the other's, and holds partitions
+        held = [metric(scrape(port + i), "citystream_assigned_partitions") for i in (0, 1)]
+        assert all(count > 0 for count in held), held
+        # and keeps its state in a folder of its own
+        assert (tmp_path / "var" / "process-0" / "faust").is_dir() and (
+            tmp_path / "var" / "process-1" / "faust"
+        ).is_dir()
+    finally:
+        assert worker.stop() == 0, worker.log()[-3000:]
+    # stopping the parent stopped both processes
+    for i in (0, 1):
+        assert get(f"http://127.0.0.1:{port + i}/healthz")[0] == 0

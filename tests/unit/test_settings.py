@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streams.core.registry import RegistryError, load_registry
-from streams.settings import ConfigError, load_settings
+from streams.settings import ConfigError, Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -109,3 +109,55 @@ def test_registry_is_read_and_checked(tmp_path: Path) -> None:
     broken.write_text("parking_lots: [\n")
     with pytest.raises(RegistryError, match="cannot read"):
         load_registry(broken)
+
+
+# --- the MQTT bridge's settings ---------------------------------------------------------------------
+
+
+def test_bridge_settings_defaults_and_parsing(tmp_path: Path) -> None:
+    from streams.core.uplinks import DEFAULT_TOPICS, TopicSpec, UplinkFormat
+    from streams.settings import load_bridge_settings
+
+    defaults = load_bridge_settings(_env_file=None)
+    assert defaults.mqtt_host_port == ("127.0.0.1", 1883) and not defaults.mqtt_tls
+    assert defaults.mqtt_subscriptions() == DEFAULT_TOPICS
+    assert defaults.mqtt_client_id == "citystream-bridge" and defaults.mqtt_share_group is None
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    settings = load_bridge_settings(
+        _env_file=None,
+        mqtt_url="mqtts://lns.example.org",
+        mqtt_password_file=secret,
+        mqtt_topics="contract-env:city/env/#",
+        mqtt_share_group="citystream",
+    )
+    assert settings.mqtt_host_port == ("lns.example.org", 8883) and settings.mqtt_tls
+    assert settings.mqtt_password is not None and settings.mqtt_password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert settings.mqtt_subscriptions() == (TopicSpec(UplinkFormat.CONTRACT_ENV, "city/env/#"),)
+    assert load_bridge_settings(_env_file=None, mqtt_url="mqtt://[::1]:1884").mqtt_host_port == ("::1", 1884)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"mqtt_url": "tcp://broker:1883"}, "CITYSTREAM_MQTT_URL: expected mqtt://host[:port]"),
+        ({"mqtt_url": "mqtt://user:pw@broker"}, "CITYSTREAM_MQTT_URL: must not hold a user or password"),
+        ({"mqtt_url": "mqtt://broker:0"}, "CITYSTREAM_MQTT_URL: the port"),
+        ({"mqtt_topics": "application/+/device/+/event/up"}, "CITYSTREAM_MQTT_TOPICS: "),
+        ({"mqtt_share_group": "a/b"}, "CITYSTREAM_MQTT_SHARE_GROUP"),
+        ({"mqtt_client_id": ""}, "CITYSTREAM_MQTT_CLIENT_ID"),
+        ({"mqtt_password": "x", "mqtt_password_file": __file__}, "not both"),
+    ],
+)
+def test_wrong_bridge_settings(overrides: dict[str, object], message: str) -> None:
+    from streams.settings import load_bridge_settings
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_bridge_settings(_env_file=None, **overrides)
+    assert message in str(excinfo.value)
+    assert "pw" not in str(excinfo.value).replace("password", "")
+
+
+def test_the_worker_settings_know_no_mqtt() -> None:
+    assert not any(name.startswith("mqtt_") for name in Settings.model_fields)

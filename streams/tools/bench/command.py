@@ -66,6 +66,14 @@ from streams.tools.bench.phases import Bench
     "install --kafka` fetches its jars).",
 )
 @click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="With N > 1, the single and batch phases run again with `citystream worker --processes N` "
+    "(one consumer group), and the figures of both runs are reported side by side.",
+)
+@click.option(
     "--phases",
     default="single,batch,latency",
     show_default=True,
@@ -89,6 +97,7 @@ def bench_command(
     worker_settings: tuple[str, ...],
     phases: str,
     broker: str,
+    processes: int,
 ) -> None:
     """Measure one worker: readings/s with single readings and with batch envelopes, against a baseline
     loop (aiokafka getmany + orjson + pydantic) on the same messages in the same run; produce-to-InfluxDB
@@ -126,18 +135,33 @@ def bench_command(
             settings[name] = value
         bench = Bench(folder, console, progress, profile, settings, broker=broker)
         single = batch = latency = None
-        if "single" in phases:
-            start_ms = time.time_ns() // 1_000_000 - 300_000
-            messages = single_messages(readings, devices, start_ms, 240_000)
-            single = bench.throughput("single", messages, readings, 1, timeout_s)
-        if "batch" in phases:
-            start_ms = time.time_ns() // 1_000_000 - 300_000
-            messages = batch_messages(readings, batch_size, start_ms, 240_000)
-            batch = bench.throughput("batch", messages, readings, batch_size, timeout_s)
+        more: dict[str, Throughput] = {}  # the same phases with several worker processes
+        for count in sorted({1, processes}):
+            suffix = "" if count == 1 else f"-{count}p"
+            if "single" in phases:
+                start_ms = time.time_ns() // 1_000_000 - 300_000
+                messages = single_messages(readings, devices, start_ms, 240_000)
+                run = bench.throughput("single" + suffix, messages, readings, 1, timeout_s, count)
+                single = run if count == 1 else single
+                if count > 1:
+                    more["single"] = run
+            if "batch" in phases:
+                start_ms = time.time_ns() // 1_000_000 - 300_000
+                messages = batch_messages(readings, batch_size, start_ms, 240_000)
+                run = bench.throughput("batch" + suffix, messages, readings, batch_size, timeout_s, count)
+                batch = run if count == 1 else batch
+                if count > 1:
+                    more["batch"] = run
         if "latency" in phases:
             latency = bench.latency(rate, latency_seconds)
-    figures = {**summarise(single, batch, latency), "broker": broker}
+    figures = {
+        **summarise(single, batch, latency),
+        **processes_figures(processes, more.get("single"), more.get("batch")),
+        "broker": broker,
+    }
     console.print(figures_table(figures, single, batch, latency, batch_size=batch_size, rate=rate, devices=devices))
+    if more:
+        console.print(processes_table(processes, single, batch, more))
     for path in bench.profiles:
         console.print(f"profile: {path}")
     click.echo(json.dumps(figures))
@@ -160,7 +184,53 @@ def summarise(single: Throughput | None, batch: Throughput | None, latency: Late
         "alert_p99_latency_s": _round(latency.alerts.get("p99_s"), 3) if latency else None,
         "rss_mb": _round(single.peak_rss_mb, 1) if single else None,
         "snapshot_max_bytes": _round(single.snapshot_bytes) if single else None,
+        "worker_cpu_us_per_reading_single": _round(single.worker_cpu_us, 1) if single else None,
+        "worker_cpu_us_per_reading_batch": _round(batch.worker_cpu_us, 1) if batch else None,
+        "baseline_cpu_us_per_reading_single": _round(single.baseline_cpu_us, 1) if single else None,
+        "baseline_cpu_us_per_reading_batch": _round(batch.baseline_cpu_us, 1) if batch else None,
+        "cpu_ratio_single": _round(single.worker_cpu_us / single.baseline_cpu_us, 2)
+        if single and single.baseline_cpu_us
+        else None,
+        "cpu_ratio_batch": _round(batch.worker_cpu_us / batch.baseline_cpu_us, 2)
+        if batch and batch.baseline_cpu_us
+        else None,
+        "metrics_max_ms": _round(max(single.scrape_ms + (batch.scrape_ms if batch else [])), 1)
+        if single and single.scrape_ms
+        else None,
     }
+
+
+def processes_figures(processes: int, single: Throughput | None, batch: Throughput | None) -> dict[str, Any]:
+    """The figures of the run with several worker processes (nulls without one)."""
+    return {
+        "processes": processes,
+        "single_readings_per_s_processes": _round(single.readings_per_s) if single else None,
+        "batch_readings_per_s_processes": _round(batch.readings_per_s) if batch else None,
+        "worker_cpu_us_per_reading_single_processes": _round(single.worker_cpu_us, 1) if single else None,
+        "worker_cpu_us_per_reading_batch_processes": _round(batch.worker_cpu_us, 1) if batch else None,
+    }
+
+
+def processes_table(
+    processes: int, single: Throughput | None, batch: Throughput | None, more: dict[str, Throughput]
+) -> Table:
+    table = Table(title=f"one worker process beside {processes} (citystream worker --processes {processes})")
+    table.add_column("figure")
+    table.add_column("1 process", justify="right")
+    table.add_column(f"{processes} processes", justify="right")
+    for name, one in (("single-reading messages", single), ("batch envelopes", batch)):
+        several = more.get(name.split("-")[0].split(" ")[0])
+        if one is None or several is None:
+            continue
+        table.add_row(f"{name}: readings/s stored", f"{one.readings_per_s:,.0f}", f"{several.readings_per_s:,.0f}")
+        table.add_row(
+            f"{name}: readings/s validated and aggregated",
+            f"{one.processed_per_s:,.0f}",
+            f"{several.processed_per_s:,.0f}",
+        )
+        table.add_row(f"{name}: CPU µs per reading", f"{one.worker_cpu_us:,.1f}", f"{several.worker_cpu_us:,.1f}")
+        table.add_row(f"{name}: peak RSS MB (all processes)", f"{one.peak_rss_mb:,.0f}", f"{several.peak_rss_mb:,.0f}")
+    return table
 
 
 def figures_table(
@@ -187,6 +257,17 @@ def figures_table(
         table.add_row(f"{name}: raw points stored", f"{phase.points:,} in {phase.seconds:.1f} s", "")
         table.add_row(f"{name}: peak RSS MB", f"{phase.peak_rss_mb:.0f}", "")
         table.add_row(f"{name}: largest partition snapshot", f"{phase.snapshot_bytes / 1024:,.0f} KiB", "")
+        if phase.scrape_ms:
+            table.add_row(
+                f"{name}: /metrics answer under load, median / max ms ({len(phase.scrape_ms)} scrapes)",
+                f"{statistics.median(phase.scrape_ms):,.0f} / {max(phase.scrape_ms):,.0f}",
+                "",
+            )
+        table.add_row(
+            f"{name}: CPU µs per reading (user + system)",
+            f"{phase.worker_cpu_us:,.1f} ({phase.worker_cpu_us / max(phase.baseline_cpu_us, 1e-9):.1f}x)",
+            f"{phase.baseline_cpu_us:,.1f}",
+        )
     if batch is not None:
         table.add_row("batch: worker / baseline", f"{figures['batch_ratio_to_baseline']:.3f}", "")
     if latency is not None:

@@ -7,15 +7,17 @@ import asyncio
 import contextlib
 import re
 import shutil
+import socket
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from aiokafka import AIOKafkaProducer
 
 from streams.clients.influx import InfluxQLReader
@@ -104,8 +106,29 @@ class Stack:
         self.influx.stop()
 
 
-def start_worker(stack: Stack, root: Path, **extra: str) -> tuple[WorkerProcess, int]:
-    port = free_port()
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` free loopback ports in a row."""
+    for _ in range(100):
+        first = free_port()
+        if all(_bindable(first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no {count} free ports in a row")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_worker(
+    stack: Stack, root: Path, extra: Mapping[str, str], processes: int = 1
+) -> tuple[WorkerProcess, list[int]]:
+    """``citystream worker`` (with ``--processes`` when more than one) and the web ports it serves."""
+    port = consecutive_free_ports(processes)
     env = {
         "CITYSTREAM_KAFKA_BOOTSTRAP": stack.kafka.address,
         "CITYSTREAM_INFLUX_URL": stack.influx.url,
@@ -118,7 +141,14 @@ def start_worker(stack: Stack, root: Path, **extra: str) -> tuple[WorkerProcess,
         "CITYSTREAM_DATA_DIR": str(root / "worker"),
         **extra,
     }
-    return WorkerProcess(root / "worker", env, root / "worker.log").start(), port
+    args = ["--processes", str(processes)] if processes > 1 else []
+    worker = WorkerProcess(root / "worker", env, root / "worker.log", args=args).start()
+    return worker, [port + i for i in range(processes)]
+
+
+def scrape_all(ports: list[int]) -> str:
+    """The /metrics of every process, one exposition after the other (the samples add up)."""
+    return "\n".join(scrape(port) for port in ports)
 
 
 async def produce_all(bootstrap: str, messages: Iterator[Message], on_sent: Callable[[int], None]) -> int:
@@ -144,17 +174,27 @@ async def produce_all(bootstrap: str, messages: Iterator[Message], on_sent: Call
     return count
 
 
-async def baseline(bootstrap: str, readings: int, timeout_s: float = 300) -> float:
-    """Readings/s of aiokafka getmany + orjson + pydantic over the source topics, from the start."""
+@dataclass(frozen=True)
+class Baseline:
+    """The bare validation loop: its rate, and the CPU (user + system) it spent per reading."""
+
+    readings_per_s: float
+    cpu_us_per_reading: float
+
+
+async def baseline(bootstrap: str, readings: int, timeout_s: float = 300) -> Baseline:
+    """aiokafka getmany + orjson + pydantic over the source topics, from the start: readings/s and
+    CPU per reading (this process's, from the first fetched batch to the last reading)."""
     loads, validators = orjson.loads, {topic: model.model_validate for topic, model in MODELS.items()}
-    seen, started = 0, None
+    seen, started, cpu_started = 0, None, 0.0
     deadline = time.monotonic() + timeout_s
     # every reading is on the topics already: the read ends at their end offsets (quiet_s only guards a stall)
-    batches = read_range(bootstrap, list(MODELS), partitions=range(PARTITIONS), quiet_s=30, max_records=10_000)
+    # no max_records: Tansu reports a partition's end inside its last batch, which must come whole
+    batches = read_range(bootstrap, list(MODELS), partitions=range(PARTITIONS), quiet_s=30)
     async with contextlib.aclosing(batches):
         async for records in batches:
             if started is None:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
             validate = validators[records[0].topic]
             for record in records:
                 document = loads(record.value)
@@ -165,7 +205,32 @@ async def baseline(bootstrap: str, readings: int, timeout_s: float = 300) -> flo
                 break
     if started is None or seen < readings:
         raise RuntimeError(f"the baseline read {seen} of {readings} readings")
-    return readings / (time.perf_counter() - started)
+    seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    return Baseline(readings / seconds, cpu_s / seen * 1e6)
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process and its children (worker processes) have used so far."""
+    total = 0.0
+    for process in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def rss_mb_tree(pid: int) -> float:
+    """Resident memory of a process and its children, MiB."""
+    total = 0
+    for process in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total / (1 << 20)
 
 
 @dataclass
@@ -178,6 +243,11 @@ class Throughput:
     seconds: float
     # the largest snapshot a partition saved to its state topic, with every reading in the state
     snapshot_bytes: float = 0.0
+    # CPU (user + system) per reading: the worker's while it processed, the baseline loop's
+    worker_cpu_us: float = 0.0
+    baseline_cpu_us: float = 0.0
+    # how long the worker took to answer /metrics while it worked through the backlog
+    scrape_ms: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -36,12 +36,15 @@ from streams.tools.bench.measure import (
     Throughput,
     alert_latency,
     baseline,
+    cpu_seconds,
     influx_query,
     largest,
     metric,
     produce_all,
     raw_points,
+    rss_mb_tree,
     scrape,
+    scrape_all,
     start_worker,
 )
 from streams.tools.soak import rss_mb
@@ -59,8 +62,10 @@ class Bench:
         profile: bool = False,
         settings: dict[str, str] | None = None,
         broker: str = "tansu",
+        processes: int = 1,
     ) -> None:
         self.root = root
+        self.processes = processes  # worker processes of the throughput phases' second run
         self.broker = broker  # tansu, or kafka: Apache Kafka's KRaft node
         self.settings = settings or {}
         self.console = console
@@ -81,7 +86,13 @@ class Bench:
         return self.progress.add_task(description, total=total)
 
     def throughput(
-        self, name: str, messages: Iterator[Message], readings: int, per_message: int, timeout_s: float
+        self,
+        name: str,
+        messages: Iterator[Message],
+        readings: int,
+        per_message: int,
+        timeout_s: float,
+        processes: int = 1,
     ) -> Throughput:
         root = self.root / name
         stack = Stack.start(root, self.broker)
@@ -95,12 +106,18 @@ class Bench:
             )
             task = self._task(f"{name}: baseline loop", None)
             base = asyncio.run(baseline(stack.kafka.address, readings))
-            self.progress.update(task, total=1, completed=1, description=f"{name}: baseline {base:,.0f} readings/s")
-            worker, port = start_worker(stack, root, **self.settings)
+            self.progress.update(
+                task, total=1, completed=1, description=f"{name}: baseline {base.readings_per_s:,.0f} readings/s"
+            )
+            worker, ports = start_worker(stack, root, self.settings, processes)
             spy = self._profile(worker, name)
             task = self._task(f"{name}: worker", readings)
             first = processed = None
             peak = 0.0
+            # the worker's CPU from the first poll that saw readings processed to the one that saw all
+            cpu_first = cpu_last = 0.0
+            valid_first = 0.0
+            scrape_ms: list[float] = []
             deadline = time.monotonic() + timeout_s
             while True:
                 if not worker.alive():
@@ -108,25 +125,43 @@ class Bench:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the worker did not store {readings} readings in {timeout_s:.0f} s")
                 assert worker.pid is not None
-                peak = max(peak, rss_mb(worker.pid))
-                valid = metric(scrape(port), "citystream_readings_valid_total")
+                peak = max(peak, rss_mb_tree(worker.pid))
+                cpu = cpu_seconds(worker.pid)
+                asked = time.perf_counter()
+                valid = metric(scrape_all(ports), "citystream_readings_valid_total")
                 now = time.perf_counter()
+                if first is not None and processed is None:  # under full load
+                    scrape_ms.append((now - asked) * 1000)
                 if valid and first is None:
-                    first = now
+                    first, cpu_first, valid_first = now, cpu, valid
                 self.progress.update(task, completed=valid)
                 if valid >= readings:
-                    processed = processed or now
+                    if processed is None:
+                        processed, cpu_last = now, cpu
                     points = raw_points(stack.influx.url)
                     if points >= readings:
                         # the checkpoint that wrote the last points took the snapshots before it
-                        snapshot = largest(scrape(port), "citystream_snapshot_bytes")
+                        snapshot = largest(scrape_all(ports), "citystream_snapshot_bytes")
                         break
                 time.sleep(POLL_S)
             assert first is not None and processed is not None
             # both instants are seen by polling: a run shorter than one poll counts as one poll
             seconds = max(time.perf_counter() - first, POLL_S)
             processing = max(processed - first, POLL_S)
-            return Throughput(readings / seconds, readings / processing, base, peak, points, seconds, snapshot)
+            counted = readings - valid_first
+            worker_cpu_us = (cpu_last - cpu_first) / counted * 1e6 if counted > 0 else 0.0
+            return Throughput(
+                readings / seconds,
+                readings / processing,
+                base.readings_per_s,
+                peak,
+                points,
+                seconds,
+                snapshot,
+                worker_cpu_us,
+                base.cpu_us_per_reading,
+                scrape_ms,
+            )
         finally:
             if worker is not None:
                 worker.stop()
@@ -137,7 +172,7 @@ class Bench:
     def latency(self, rate: float, seconds: float) -> Latency:
         root = self.root / "latency"
         stack = Stack.start(root, self.broker)
-        worker, port = start_worker(stack, root, **self.settings)
+        worker, (port,) = start_worker(stack, root, self.settings)
         spy = self._profile(worker, "latency")
         result = Latency()
         try:

@@ -260,6 +260,8 @@ def first_error(letter: DeadLetter, width: int = 160) -> str:
 def source_text(letter: DeadLetter) -> str:
     source = letter.source
     element = "" if letter.index is None else f"#{letter.index}"
+    if source.partition is None or source.offset is None:  # from a gateway bridge: mqtt:<topic>
+        return f"{source.topic}{element}"
     return f"{source.topic}[{source.partition}]@{source.offset}{element}"
 
 

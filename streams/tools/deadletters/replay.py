@@ -101,13 +101,13 @@ def plan_replay(letters: Iterable[StoredDeadLetter]) -> ReplayPlan:
     committed) is published once.
     """
     plan = ReplayPlan()
-    seen: set[tuple[str, int, int, int | None]] = set()
+    seen: set[tuple[str, int | None, int | None, int | None]] = set()
     ordered = sorted(
         letters,
         key=lambda s: (
             s.letter.source.topic,
-            s.letter.source.partition,
-            s.letter.source.offset,
+            -1 if s.letter.source.partition is None else s.letter.source.partition,
+            -1 if s.letter.source.offset is None else s.letter.source.offset,
             -1 if s.letter.index is None else s.letter.index,
             s.partition,
             s.offset,
@@ -115,7 +115,11 @@ def plan_replay(letters: Iterable[StoredDeadLetter]) -> ReplayPlan:
     )
     for stored in ordered:
         source = stored.letter.source
-        identity = (source.topic, source.partition, source.offset, stored.letter.index)
+        if source.partition is None or source.offset is None:
+            # from a gateway bridge (``mqtt:<topic>``): no Kafka coordinates to tell a repeat by
+            identity = (source.topic, -1 - stored.partition, stored.offset, stored.letter.index)
+        else:
+            identity = (source.topic, source.partition, source.offset, stored.letter.index)
         if identity in seen:
             plan.duplicates.append(stored)
             continue

@@ -7,6 +7,8 @@
   config file with its data under the service's folder; systemd is not involved.
 * VictoriaMetrics (Debian's ``victoria-metrics``) accepts influxdb-client's ``/api/v2/write``; the
   tests use it for the v2 write path.
+* Mosquitto (Debian's ``mosquitto``), an MQTT broker for the MQTT bridge (``local up --mqtt``, and the
+  tests' ``mosquitto``), with persistent sessions saved under the service's folder.
 * Apache Kafka itself (KRaft mode, ``local up --broker kafka``, and the tests' ``apache_kafka`` and
   ``kafka_cluster``): its jars are fetched from Maven Central with ``mvn`` into a cache folder once;
   it runs on Java 17 and keeps its data under the service's folder.
@@ -46,9 +48,9 @@ from streams.tools.localstack.kafka import (
     install_kafka,
     kafka_cluster,
 )
-from streams.tools.localstack.ports import free_port, http_answers, kafka_answers, port_is_free
+from streams.tools.localstack.ports import free_port, http_answers, kafka_answers, mqtt_answers, port_is_free
 from streams.tools.localstack.process import ManagedService
-from streams.tools.localstack.services import create_database, influxdb, tansu, victoria_metrics
+from streams.tools.localstack.services import create_database, influxdb, mosquitto, tansu, victoria_metrics
 from streams.tools.localstack.stack import (
     DEFAULT_DIR,
     DEFAULT_INFLUX_PORT,
@@ -88,6 +90,8 @@ __all__ = [
     "local_down",
     "local_status",
     "local_up",
+    "mosquitto",
+    "mqtt_answers",
     "port_is_free",
     "tansu",
     "tansu_binary",

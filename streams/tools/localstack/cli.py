@@ -18,6 +18,7 @@ from streams.tools.localstack.stack import (
     DEFAULT_DIR,
     DEFAULT_INFLUX_PORT,
     DEFAULT_KAFKA_PORT,
+    DEFAULT_MQTT_PORT,
     local_down,
     local_status,
     local_up,
@@ -89,8 +90,24 @@ def local_command() -> None:
     show_default=True,
     help=f"The Kafka broker: Tansu (in memory) or Apache Kafka {KAFKA_VERSION} (needs Java 17; data kept under --dir).",
 )
+@click.option(
+    "--mqtt",
+    "with_mqtt",
+    is_flag=True,
+    help="Also start Mosquitto, an MQTT broker for `citystream bridge mqtt` (Debian's mosquitto, installed "
+    "when missing, as root); its persistent sessions are kept under --dir.",
+)
+@click.option(
+    "--mqtt-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_MQTT_PORT,
+    show_default=True,
+    help="Loopback port of Mosquitto (with --mqtt).",
+)
 @_fail_cleanly
-def up_command(dir_: Path, kafka_port: int, influx_port: int, timeout: float, broker: str) -> None:
+def up_command(
+    dir_: Path, kafka_port: int, influx_port: int, timeout: float, broker: str, with_mqtt: bool, mqtt_port: int
+) -> None:
     """Start Tansu (or Apache Kafka) and InfluxDB in the background and create the `city` database.
 
     Installs InfluxDB first when it is missing (as root); with --broker kafka, also Java and Maven
@@ -98,16 +115,26 @@ def up_command(dir_: Path, kafka_port: int, influx_port: int, timeout: float, br
     services already running from --dir are left alone. They keep running after this command
     exits; stop them with `citystream local down`.
     """
-    stack = local_up(dir_, kafka_port, influx_port, timeout=timeout, echo=click.echo, broker=broker)
+    stack = local_up(
+        dir_,
+        kafka_port,
+        influx_port,
+        timeout=timeout,
+        echo=click.echo,
+        broker=broker,
+        mqtt_port=mqtt_port if with_mqtt else None,
+    )
     click.echo("")
     if stack.broker == "kafka":
         click.echo(f"Kafka (Apache Kafka {KAFKA_VERSION})  {stack.bootstrap}")
     else:
         click.echo(f"Kafka (Tansu, in memory)  {stack.bootstrap}")
     click.echo(f"InfluxDB 1.x              {stack.influx_url}  database {stack.influx_db}")
+    if stack.mqtt_url is not None:
+        click.echo(f"MQTT (Mosquitto)          {stack.mqtt_url}")
     click.echo(f"data, logs and pid files  {stack.dir}")
     click.echo("")
-    click.echo("Settings for the worker (environment or .env):")
+    click.echo("Settings for the worker (and the bridge) (environment or .env):")
     for key, value in stack.env.items():
         click.echo(f"  {key}={value}")
     click.echo("")
@@ -160,6 +187,12 @@ def status_command(dir_: Path) -> None:
     help="Also install kcat (Debian's kcat): the tests run the shell examples of examples/kcat/ with it.",
 )
 @click.option(
+    "--mqtt",
+    "with_mqtt",
+    is_flag=True,
+    help="Also install Mosquitto (Debian's mosquitto): `local up --mqtt` and the MQTT bridge's tests run it.",
+)
+@click.option(
     "--kafka",
     "with_kafka",
     is_flag=True,
@@ -167,20 +200,25 @@ def status_command(dir_: Path) -> None:
     "and the tests), installing Debian's openjdk-17-jre-headless and maven when missing.",
 )
 @_fail_cleanly
-def install_command(with_victoria: bool, deploy_tools: bool, with_kcat: bool, with_kafka: bool) -> None:
+def install_command(
+    with_victoria: bool, deploy_tools: bool, with_kcat: bool, with_mqtt: bool, with_kafka: bool
+) -> None:
     """Install Debian's influxdb (and victoria-metrics, and the deploy check tools) if they are missing.
 
     Needs root and apt-get; otherwise prints the `sudo apt-get install` line to run. Run it once
     before the tests:
 
     \b
-      pip install -e '.[dev]' && citystream local install --victoria-metrics --deploy-tools --kcat --kafka && pytest
+      pip install -e '.[dev]' && citystream local install --victoria-metrics --deploy-tools --kcat --mqtt --kafka
+      pytest
 
     With --kafka it also fetches Apache Kafka's jars (about 45 MB, once) into
     ~/.cache/citystream/kafka/VERSION/ ($CITYSTREAM_KAFKA_CACHE/VERSION/ when set).
     """
-    installed = install_packages(with_victoria, deploy_tools=deploy_tools, kcat=with_kcat, echo=click.echo)
-    wanted = wanted_packages(with_victoria, deploy_tools, with_kcat)
+    installed = install_packages(
+        with_victoria, deploy_tools=deploy_tools, kcat=with_kcat, mqtt=with_mqtt, echo=click.echo
+    )
+    wanted = wanted_packages(with_victoria, deploy_tools, with_kcat, with_mqtt)
     for package in wanted:
         binary = debian_binary(PACKAGES[package], package)
         verb = "installed" if package in installed else "already installed"

@@ -31,9 +31,10 @@ def tansu_binary() -> str:
 
 
 def debian_binary(binary: str, package: str) -> str:
-    path = shutil.which(binary)
+    # daemons such as mosquitto live in /usr/sbin, which a user's PATH may lack
+    path = shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
     if path is None:
-        flag = {"victoria-metrics": " --victoria-metrics", "kcat": " --kcat"}.get(package, "")
+        flag = {"victoria-metrics": " --victoria-metrics", "kcat": " --kcat", "mosquitto": " --mqtt"}.get(package, "")
         raise MissingBinaryError(
             f"`{binary}` is not installed: it comes from Debian's `{package}` package. "
             f"Run `{INSTALL_HINT}{flag}` (as root) or `sudo apt-get install -y {package}`."
@@ -48,20 +49,25 @@ DEPLOY_TOOLS = {"docker-compose": "docker-compose", "prometheus": "promtool", "k
 PACKAGES.update(DEPLOY_TOOLS)
 # what the shell examples for integrators (examples/kcat/) and their test run
 PACKAGES["kcat"] = "kcat"
+# the MQTT broker of `citystream local up --mqtt` and of the bridge's tests
+PACKAGES["mosquitto"] = "mosquitto"
 
 
-def wanted_packages(victoria_metrics: bool, deploy_tools: bool, kcat: bool = False) -> list[str]:
+def wanted_packages(victoria_metrics: bool, deploy_tools: bool, kcat: bool = False, mqtt: bool = False) -> list[str]:
     return (
         ["influxdb"]
         + (["victoria-metrics"] if victoria_metrics else [])
         + (list(DEPLOY_TOOLS) if deploy_tools else [])
         + (["kcat"] if kcat else [])
+        + (["mosquitto"] if mqtt else [])
     )
 
 
-def missing_packages(victoria_metrics: bool = False, deploy_tools: bool = False, kcat: bool = False) -> list[str]:
+def missing_packages(
+    victoria_metrics: bool = False, deploy_tools: bool = False, kcat: bool = False, mqtt: bool = False
+) -> list[str]:
     """The Debian packages whose binary is not installed."""
-    wanted = wanted_packages(victoria_metrics, deploy_tools, kcat)
+    wanted = wanted_packages(victoria_metrics, deploy_tools, kcat, mqtt)
     missing = []
     for package in wanted:
         try:
@@ -76,21 +82,23 @@ def install_packages(
     *,
     deploy_tools: bool = False,
     kcat: bool = False,
+    mqtt: bool = False,
     echo: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """``apt-get install`` influxdb (and victoria-metrics, the deploy check tools, kcat) when a binary is missing.
+    """``apt-get install`` influxdb (and victoria-metrics, the deploy check tools, kcat, mosquitto) when a
+    binary is missing.
 
     Returns the packages installed (empty when all were there). Raises InstallError when not root
     (with the exact ``sudo apt-get install`` line), without apt-get, or when apt-get fails.
     """
-    missing = missing_packages(victoria_metrics, deploy_tools, kcat)
+    missing = missing_packages(victoria_metrics, deploy_tools, kcat, mqtt)
     if not missing:
         return []
     # The packages' postinst tries to start a systemd service; in containers it prints
     # "invoke-rc.d: policy-rc.d denied execution of start." That is fine: we start the servers
     # ourselves.
     apt_install(missing, what=f"the {' and '.join(missing)} server(s)", echo=echo)
-    still = missing_packages(victoria_metrics, deploy_tools, kcat)
+    still = missing_packages(victoria_metrics, deploy_tools, kcat, mqtt)
     if still:
         raise InstallError(f"apt-get finished but {', '.join(still)} is still missing")
     return missing

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import struct
 import urllib.error
@@ -48,6 +50,31 @@ def kafka_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
     size, answered_id = struct.unpack(">ii", header)
     return answered_id == correlation_id and size >= 4
+
+
+def mqtt_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when ``host:port`` answers an MQTT 3.1.1 CONNECT with a CONNACK, i.e. is an MQTT broker.
+
+    The probe connects with a clean session (nothing is left behind) and disconnects at once."""
+    client_id = f"citystream-probe-{os.getpid()}".encode()
+    variable = b"\x00\x04MQTT\x04\x02\x00\x0a"  # protocol name and level, clean session, keepalive 10 s
+    body = variable + struct.pack(">H", len(client_id)) + client_id
+    connect = bytes([0x10, len(body)]) + body
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(connect)
+            answer = b""
+            while len(answer) < 4:
+                chunk = sock.recv(4 - len(answer))
+                if not chunk:
+                    return False
+                answer += chunk
+            with contextlib.suppress(OSError):
+                sock.sendall(b"\xe0\x00")  # DISCONNECT
+    except OSError:
+        return False
+    return answer[0] == 0x20 and answer[1] == 0x02 and answer[3] == 0x00  # CONNACK, accepted
 
 
 # Loopback requests never go through a proxy configured in the environment.

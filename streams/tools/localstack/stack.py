@@ -1,4 +1,5 @@
-"""``local up/down/status`` as a Python API: Tansu (or Apache Kafka) and InfluxDB started detached under one folder."""
+"""``local up/down/status`` as a Python API: Tansu (or Apache Kafka), InfluxDB and, with ``--mqtt``, Mosquitto
+started detached under one folder."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from streams.tools.localstack.kafka import KAFKA_VERSION, apache_kafka, install_
 from streams.tools.localstack.kafka import KIND as APACHE_KAFKA
 from streams.tools.localstack.ports import port_is_free
 from streams.tools.localstack.process import ManagedService, ProcessRecord, record_alive
-from streams.tools.localstack.services import DEFAULT_DB, FACTORIES, create_database, influxdb, tansu
+from streams.tools.localstack.services import DEFAULT_DB, FACTORIES, create_database, influxdb, mosquitto, tansu
 
 DEFAULT_DIR = Path("var/local")
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_INFLUX_PORT = 8086
+DEFAULT_MQTT_PORT = 1883
 BROKERS = ("tansu", "kafka")
 """``--broker``: Tansu (the default; in memory) or Apache Kafka (KRaft, one node; data kept under --dir)."""
 
@@ -33,26 +35,36 @@ class LocalStack:
     already_running: tuple[str, ...] = ()
     pids: dict[str, int] = field(default_factory=dict)
     broker: str = "tansu"
+    mqtt_url: str | None = None  # with --mqtt: Mosquitto, for citystream bridge mqtt
 
     @property
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             "CITYSTREAM_KAFKA_BOOTSTRAP": self.bootstrap,
             "CITYSTREAM_INFLUX_URL": self.influx_url,
             "CITYSTREAM_INFLUX_DB": self.influx_db,
         }
+        if self.mqtt_url is not None:
+            env["CITYSTREAM_MQTT_URL"] = self.mqtt_url
+        return env
 
 
 # (name, which is also the folder under --dir; the kinds that may run there)
-_LOCAL_SERVICES = (("kafka", ("tansu", APACHE_KAFKA)), ("influxdb", ("influxdb",)))
+_LOCAL_SERVICES = (("kafka", ("tansu", APACHE_KAFKA)), ("influxdb", ("influxdb",)), ("mosquitto", ("mosquitto",)))
+_OPTIONAL_SERVICES = ("mosquitto",)  # started by `up --mqtt` only
 
 
-def _local_services(root: Path, kafka_port: int, influx_port: int, broker: str) -> list[ManagedService]:
+def _local_services(
+    root: Path, kafka_port: int, influx_port: int, broker: str, mqtt_port: int | None = None
+) -> list[ManagedService]:
     kafka_factory = apache_kafka if broker == "kafka" else tansu
-    return [
+    services = [
         kafka_factory(kafka_port, root / "kafka", detach=True),
         influxdb(influx_port, root / "influxdb", detach=True),
     ]
+    if mqtt_port is not None:
+        services.append(mosquitto(mqtt_port, root / "mosquitto", detach=True))
+    return services
 
 
 def _broker_name(kind: str) -> str:
@@ -67,7 +79,8 @@ def _recorded_services(
         workdir = root / name
         record = ProcessRecord.load(workdir / f"{name}.pid")
         if record is None or record.kind not in kinds:
-            yield name, None, None
+            if name not in _OPTIONAL_SERVICES:  # an optional one that never ran here is not shown
+                yield name, None, None
             continue
         port = int(record.address.rsplit(":", 1)[1])
         yield name, FACTORIES[record.kind](port, workdir, detach=True), record
@@ -83,6 +96,7 @@ def local_up(
     timeout: float = 60.0,
     echo: Callable[[str], None] | None = None,
     broker: str = "tansu",
+    mqtt_port: int | None = None,
 ) -> LocalStack:
     """Start Tansu (or, with ``broker="kafka"``, Apache Kafka) and InfluxDB detached under ``dir``
     (unless already running there), create the database, and return where they are. Idempotent.
@@ -90,7 +104,8 @@ def local_up(
     port is taken, or a service does not start.
 
     With ``install``, missing Debian packages are installed (as root) and Apache Kafka's jars are
-    fetched into their cache when missing.
+    fetched into their cache when missing. With ``mqtt_port``, Mosquitto runs there too (for
+    ``citystream bridge mqtt``), its persistent sessions saved under ``dir``.
     """
     say = echo or (lambda _message: None)
     if broker not in BROKERS:
@@ -104,10 +119,11 @@ def local_up(
             kafka_jars(fetch=False)
     else:
         tansu_binary()  # fail early with the pip hint
-    if install and missing_packages():
-        say("InfluxDB is not installed; installing Debian's influxdb package")
-        install_packages(echo=say)
-    services = _local_services(root, kafka_port, influx_port, broker)
+    mqtt = mqtt_port is not None
+    if install and missing_packages(mqtt=mqtt):
+        say(f"installing the missing Debian packages: {', '.join(missing_packages(mqtt=mqtt))}")
+        install_packages(mqtt=mqtt, echo=say)
+    services = _local_services(root, kafka_port, influx_port, broker, mqtt_port)
     started: list[ManagedService] = []
     already: list[str] = []
     try:
@@ -131,7 +147,7 @@ def local_up(
                 say(f"{service.name}: already running on {service.address} (pid {record.pid})")
                 continue
             if not port_is_free(service.port):
-                option = "--kafka-port" if service.name == "kafka" else "--influx-port"
+                option = {"kafka": "--kafka-port", "mosquitto": "--mqtt-port"}.get(service.name, "--influx-port")
                 extra = (
                     " (perhaps the system's influxdb service: `systemctl stop influxdb`)"
                     if service.kind == "influxdb"
@@ -158,6 +174,7 @@ def local_up(
         already_running=tuple(already),
         pids={s.name: pid for s in services if (pid := s.pid) is not None},
         broker=broker,
+        mqtt_url=services[2].url if mqtt else None,
     )
 
 

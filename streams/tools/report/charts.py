@@ -210,6 +210,21 @@ def pm25_chart(data: ReportData) -> Figure:
                 dates([t + half_bucket for t in times]), values, color=colour, linewidth=1.5,
                 marker=_marker(line), markersize=5, label=f"{station} (mean {mean:.0f})",
             )  # fmt: skip
+            flagged = data.flagged.get(station, [])
+            if flagged:
+                stuck = [r for r in flagged if "pm25_ugm3:flat_line" in r.tests]
+                other = [r for r in flagged if "pm25_ugm3:flat_line" not in r.tests]
+                # a spike above the axis is drawn at its top; a flat line is a row of small squares
+                for readings, marker, size, what in (
+                    (other, "X", 36, "spike, range or rate"),
+                    (stuck, "s", 8, "flat line"),
+                ):
+                    if readings:
+                        ax.scatter(
+                            dates([r.ts_ms for r in readings]), [min(r.pm25, top * 0.98) for r in readings],
+                            marker=marker, s=size, color=colour, edgecolors="#b00000", linewidths=0.8, zorder=5,
+                            label=f"{station}: {len(readings)} flagged ({what})",
+                        )  # fmt: skip
         ax.set_ylim(0, top)
         ax.set_title(district, loc="left", fontsize=11, fontweight="bold")
         time_axis(ax, data.time_range, data.bucket_s)
@@ -217,7 +232,9 @@ def pm25_chart(data: ReportData) -> Figure:
         if index % columns == 0:
             ax.set_ylabel("PM2.5 (µg/m³)")
     series_part.supxlabel(
-        "time (KST, UTC+9); a point is the mean of its bucket, drawn at the bucket's middle", fontsize=9
+        "time (KST, UTC+9); a point is the mean of its bucket, drawn at the bucket's middle; "
+        "red-edged marks are raw readings a data-quality test flagged (X spike, range, rate; squares flat line)",
+        fontsize=9,
     )
     ax = ranking_part.subplots()
     names = [station for station, _ in means][::-1]

@@ -20,13 +20,17 @@ from streams.kinds.taxi import COUNTERS
 from streams.tools.report.queries import (
     READING_KINDS,
     CellCount,
+    FlaggedReading,
     Series,
+    StuckStation,
     alert_counts,
     build_queries,
     cell_counts,
+    flagged_readings,
     latest_lot_spots,
     series_by_tag,
     single_series,
+    stuck_stations,
     tag_pairs,
 )
 from streams.tools.report.ranges import ReportError, TimeRange, choose_bucket_s, utc_text
@@ -138,6 +142,8 @@ class ReportData:
     dead_letters: DeadLetterCounts | None
     alerts: dict[str, int]
     registry: Registry = field(default_factory=Registry)
+    flagged: dict[str, list[FlaggedReading]] = field(default_factory=dict)
+    stuck: list[StuckStation] = field(default_factory=list)
     source: str = ""
 
     def summary(self) -> dict[str, Any]:
@@ -165,6 +171,16 @@ class ReportData:
             "cells_with_warnings": sum(1 for c in self.cells if c.warnings),
             "adas_counts": warnings,
             "alerts": self.alerts,
+            "pm25_flagged": {station: len(readings) for station, readings in self.flagged.items()},
+            "stuck_stations": [
+                {
+                    "station": s.station,
+                    "raised_utc": utc_text(s.raised_ms),
+                    "cleared_utc": None if s.cleared_ms is None else utc_text(s.cleared_ms),
+                    "message": s.message,
+                }
+                for s in self.stuck
+            ],
         }
 
 
@@ -206,6 +222,8 @@ def collect(
         },
         dead_letters=dead,
         alerts=alert_counts(results["alerts"]),
+        flagged=flagged_readings(results["flagged"]),
+        stuck=stuck_stations(results["stuck"], time_range.start_ms),
         registry=registry or Registry(),
         source=f"{reader.url}, database {reader.database}",
     )

@@ -85,6 +85,24 @@ def report_html(data: ReportData, summary: Mapping[str, Any], folder: Path) -> s
     rows.append(("ADAS counts", ", ".join(f"{k} {v:,}" for k, v in summary["adas_counts"].items())))
     alerts = summary["alerts"]
     rows.append(("alerts", ", ".join(f"{k} {v:,}" for k, v in alerts.items()) if alerts else "none"))
+    flagged = summary["pm25_flagged"]
+    rows.append(
+        (
+            "PM2.5 readings flagged",
+            ", ".join(f"{station} {count:,}" for station, count in flagged.items()) if flagged else "none",
+        )
+    )
+    stuck_rows = "".join(
+        f"<tr><td>{html.escape(s['station'])}</td><td>{html.escape(s['raised_utc'])}</td>"
+        f"<td>{html.escape(s['cleared_utc'] or 'still stuck')}</td><td>{html.escape(s['message'])}</td></tr>"
+        for s in summary["stuck_stations"]
+    )
+    stuck_table = (
+        "<table><tr><th>station</th><th>stuck since (UTC)</th><th>varies again (UTC)</th><th>alert</th></tr>"
+        f"{stuck_rows}</table>"
+        if stuck_rows
+        else "<p>No station was stuck in the range.</p>"
+    )
     top = [c for c in data.cells if c.warnings][:10]
     centres = district_centres(data.registry)
     top_rows = "".join(
@@ -127,6 +145,8 @@ section {{ margin-bottom: 2em; }}
 Korea Standard Time (KST, UTC+9).</p>
 <h2>Summary</h2>
 {_table(rows)}
+<h2>Stuck stations (device.stuck)</h2>
+{stuck_table}
 <h2>Cells with the most ADAS warnings</h2>
 {cells_table}
 {"".join(sections)}

@@ -37,6 +37,8 @@ class ReportQueries:
     parking_readings: str
     environment_readings: str
     alerts: str
+    flagged: str
+    stuck: str
 
     def items(self) -> list[tuple[str, str]]:
         return list(asdict(self).items())
@@ -75,6 +77,16 @@ def build_queries(time_range: TimeRange, bucket_s: int) -> ReportQueries:
         alerts=(
             f'SELECT count("value") AS "alerts" FROM "alerts" WHERE time >= {time_range.start_ms + 1}ms AND '
             f'time < {-(-time_range.end_ms // MINUTE_MS) * MINUTE_MS + 1}ms GROUP BY "kind", "status"'
+        ),
+        # raw readings whose PM2.5 a data-quality test flagged (contract section 5.1)
+        flagged=(
+            f'SELECT "pm25_ugm3", "qc", "qc_tests" FROM "environment" WHERE {raw} AND "qc" > 1 '
+            f'AND "qc_tests" =~ /pm25_ugm3:/ GROUP BY "device_id"'
+        ),
+        # device.stuck raised or cleared in the range, or raised before it and cleared in it
+        stuck=(
+            f'SELECT "message" FROM "alerts" WHERE "kind" = \'device.stuck\' AND time < {time_range.end_ms}ms '
+            f'GROUP BY "subject_id", "status"'
         ),
     )
 
@@ -191,3 +203,65 @@ def alert_counts(result: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         for row in _rows(series):
             counts[f"{tags.get('kind')} {tags.get('status')}"] = int(row.get("alerts") or 0)
     return dict(sorted(counts.items()))
+
+
+@dataclass(frozen=True)
+class FlaggedReading:
+    """A raw PM2.5 reading a data-quality test flagged."""
+
+    ts_ms: int
+    pm25: float
+    qc: int
+    tests: str
+
+
+def flagged_readings(result: Sequence[Mapping[str, Any]]) -> dict[str, list[FlaggedReading]]:
+    """Per station, its flagged PM2.5 readings in time order."""
+    flagged: dict[str, list[FlaggedReading]] = {}
+    for series in result:
+        station = series.get("tags", {}).get("device_id")
+        if not station:
+            continue
+        for row in _rows(series):
+            if row.get("pm25_ugm3") is None:
+                continue
+            reading = FlaggedReading(
+                int(row["time"]), float(row["pm25_ugm3"]), int(row.get("qc") or 0), str(row.get("qc_tests") or "")
+            )
+            flagged.setdefault(str(station), []).append(reading)
+    return {station: sorted(readings, key=lambda r: r.ts_ms) for station, readings in sorted(flagged.items())}
+
+
+@dataclass(frozen=True)
+class StuckStation:
+    """A station's device.stuck alert: raised when, cleared when (None: still stuck at the range's end)."""
+
+    station: str
+    raised_ms: int
+    cleared_ms: int | None
+    message: str
+
+
+def stuck_stations(result: Sequence[Mapping[str, Any]], start_ms: int) -> list[StuckStation]:
+    """The stations stuck at some time in the range, from the device.stuck alerts up to its end."""
+    events: dict[str, list[tuple[int, str, str]]] = {}
+    for series in result:
+        tags = series.get("tags", {})
+        station, status = tags.get("subject_id"), tags.get("status")
+        if not station or status not in ("raised", "cleared"):
+            continue
+        for row in _rows(series):
+            events.setdefault(str(station), []).append((int(row["time"]), str(status), str(row.get("message") or "")))
+    stuck: list[StuckStation] = []
+    for station, items in events.items():
+        open_since: tuple[int, str] | None = None
+        for time_ms, status, message in sorted(items, key=lambda e: (e[0], e[1] != "raised")):
+            if status == "raised":
+                open_since = (time_ms, message)
+            elif open_since is not None:
+                if time_ms >= start_ms:
+                    stuck.append(StuckStation(station, open_since[0], time_ms, open_since[1]))
+                open_since = None
+        if open_since is not None:
+            stuck.append(StuckStation(station, open_since[0], None, open_since[1]))
+    return sorted(stuck, key=lambda s: (s.raised_ms, s.station))

@@ -33,7 +33,7 @@ class City:
     whole slot lies at or before the time asked for.
     """
 
-    def __init__(self, layout: CityLayout, start_ms: int, end_ms: int, seed: int) -> None:
+    def __init__(self, layout: CityLayout, start_ms: int, end_ms: int, seed: int, fault_rate: float = 0.0) -> None:
         self.layout = layout
         self.rng = random.Random(f"citystream-city:{seed}")
         rng = self.rng
@@ -42,7 +42,7 @@ class City:
         sensors: list[Sensor] = [Taxi(device_id, start_ms, rng) for device_id in layout.taxi_ids]
         for lot in layout.lots:
             sensors.extend(ParkingSpot(lot, spot, start_ms, rng) for spot in spot_ids(lot.capacity))
-        sensors.extend(EnvStation(s, start_ms, self.episodes, weather, rng) for s in layout.stations)
+        sensors.extend(EnvStation(s, start_ms, self.episodes, weather, rng, fault_rate) for s in layout.stations)
         self.sensors = sensors
         self._slots: dict[int, list[Sensor]] = {}
         for sensor in sensors:

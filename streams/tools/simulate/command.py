@@ -130,6 +130,14 @@ Kafka comes from --bootstrap or CITYSTREAM_KAFKA_BOOTSTRAP; missing topics are c
     help="Share of readings sent again later as duplicates.",
 )
 @click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 60),
+    default=0.5,
+    show_default=True,
+    help="Sensor faults per station and hour: a PM2.5 spike, or (one in five) a PM2.5 analyser stuck "
+    "on one value for 40 minutes to 3 hours; the worker flags them (qc fields, device.stuck).",
+)
+@click.option(
     "--seed", type=int, default=None, help="Seed: the same seed gives the same city and readings [default: random]."
 )
 @click.option(
@@ -151,6 +159,21 @@ Kafka comes from --bootstrap or CITYSTREAM_KAFKA_BOOTSTRAP; missing topics are c
     default="none",
     show_default=True,
     help="Kafka compression (gzip is always available; the others need their library).",
+)
+@click.option(
+    "--parking-via",
+    type=click.Choice(["kafka", "mqtt"]),
+    default="kafka",
+    show_default=True,
+    help="How the parking sensors report: straight to Kafka, or as ChirpStack v4 uplinks on an MQTT "
+    "broker for `citystream bridge mqtt` (each sensor's DevEUI derived from its id; its lot and spot "
+    "in the decoded payload; messages invalid on purpose still go to Kafka).",
+)
+@click.option(
+    "--mqtt-url",
+    default=None,
+    metavar="mqtt://HOST:PORT",
+    help="The MQTT broker of --parking-via mqtt [default: CITYSTREAM_MQTT_URL, else mqtt://127.0.0.1:1883].",
 )
 @click.option("--quiet", is_flag=True, help="No progress display and no summary.")
 def simulate_command(quiet: bool, **values: Any) -> None:

@@ -110,16 +110,29 @@ def dust_episodes(stations: Sequence[StationSpec], start_ms: int, end_ms: int, r
     return episodes
 
 
+SPIKE_SHARE: Final = 0.8  # of sensor faults; the rest are stuck PM2.5 analysers
+
+
 class EnvStation(Sensor):
-    """An air-quality station reporting its 1-minute values every minute."""
+    """An air-quality station reporting its 1-minute values every minute.
+
+    ``fault_rate`` is the expected sensor faults per station and hour: a spike (one PM2.5 reading
+    150-300 µg/m³ too high) or, one time in five, a PM2.5 analyser stuck on its last value for 40
+    minutes to 3 hours (the data-quality flags and ``device.stuck`` of the worker). Faults are drawn
+    from a generator of their own, so the rest of the city is the same with or without them.
+    """
 
     kind = SourceKind.ENVIRONMENT
     __slots__ = (
         "episodes",
+        "fault_rate",
+        "faults",
         "pm25_base",
         "pm_drift",
         "seq",
         "spec",
+        "stuck_until_ms",
+        "stuck_value",
         "temp_offset",
         "ts_style",
         "weather",
@@ -132,8 +145,13 @@ class EnvStation(Sensor):
         episodes: Sequence[DustEpisode],
         weather: Callable[[int], float],
         rng: random.Random,
+        fault_rate: float = 0.0,
     ) -> None:
         super().__init__(spec.device_id, start_ms + rng.randrange(0, STATION_INTERVAL_MS))
+        self.fault_rate = fault_rate
+        self.faults = random.Random(f"citystream-faults:{spec.device_id}:{start_ms}")
+        self.stuck_until_ms = 0
+        self.stuck_value = 0.0
         self.spec = spec
         self.seq = rng.randrange(0, 100_000)
         self.ts_style = choose_style(rng, {"kst": 0.8, "epoch_ms": 0.2})
@@ -157,12 +175,25 @@ class EnvStation(Sensor):
             "lat": self.spec.lat,
             "lon": self.spec.lon,
         }
-        measurements = self.measure(now_ms, rng)
+        measurements = self.fault(now_ms, self.measure(now_ms, rng))
         for name, value in measurements.items():
             # an analyser is sometimes in calibration; PM2.5 always reports
             if name == "pm25_ugm3" or rng.random() >= 0.01:
                 body[name] = value
         return body
+
+    def fault(self, now_ms: int, measurements: dict[str, float]) -> dict[str, float]:
+        """The measurements as a faulty analyser reports them (see the class doc)."""
+        if now_ms < self.stuck_until_ms:
+            return {**measurements, "pm25_ugm3": self.stuck_value}
+        faults = self.faults
+        if self.fault_rate and faults.random() < self.fault_rate * STATION_INTERVAL_MS / HOUR_MS:
+            pm25 = measurements["pm25_ugm3"]
+            if faults.random() < SPIKE_SHARE:
+                return {**measurements, "pm25_ugm3": round(pm25 + faults.uniform(150.0, 300.0), 1)}
+            self.stuck_value = pm25
+            self.stuck_until_ms = now_ms + faults.randrange(40, 181) * MINUTE_MS
+        return measurements
 
     def measure(self, epoch_ms: int, rng: random.Random) -> dict[str, float]:
         hour = kst_hour(epoch_ms)

@@ -254,7 +254,7 @@ def generate_messages(
     """Simulate ``start_ms``..``end_ms`` at once, without pacing or a broker (for tests and
     benchmarks): the layout and every message in sending order."""
     layout = CityLayout.build(options, seed)
-    city = City(layout, start_ms, end_ms, seed)
+    city = City(layout, start_ms, end_ms, seed, options.fault_rate)
     composer = MessageComposer(options, dict.fromkeys(SourceKind, partitions), seed)
     wall = end_ms if wall_ms is None else wall_ms
     messages: list[Message] = []

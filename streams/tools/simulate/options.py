@@ -45,10 +45,13 @@ class SimulationOptions:
     batch_size: int = 50
     invalid_share: float = 0.01
     duplicate_share: float = 0.005
+    fault_rate: float = 0.5  # sensor faults per station and hour (EnvStation: spikes, stuck PM2.5)
     seed: int | None = None
     bootstrap: str | None = None
     registry_out: Path | None = None
     compression: Compression = "none"
+    parking_via: Literal["kafka", "mqtt"] = "kafka"  # mqtt: ChirpStack uplinks for citystream bridge mqtt
+    mqtt_url: str | None = None  # with parking_via mqtt; None: CITYSTREAM_MQTT_URL or mqtt://127.0.0.1:1883
 
     def __post_init__(self) -> None:
         checks = [
@@ -61,11 +64,18 @@ class SimulationOptions:
             (1 <= self.batch_size <= MAX_BATCH_READINGS, f"batch size must be 1..{MAX_BATCH_READINGS}"),
             (0 <= self.invalid_share <= 0.5, "invalid share must be 0..0.5"),
             (0 <= self.duplicate_share <= 0.5, "duplicate share must be 0..0.5"),
+            (0 <= self.fault_rate <= 60, "fault rate must be 0..60 faults per station and hour"),
             (
                 compression_available(self.compression),
                 f"the compression library for {self.compression} is not installed",
             ),
         ]
+        if self.mqtt_url is not None:
+            from streams.settings import mqtt_address
+
+            if not self.mqtt_url.startswith(("mqtt://", "mqtts://")):
+                raise ValueError("the MQTT URL is mqtt://host[:port]")
+            mqtt_address(self.mqtt_url)
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

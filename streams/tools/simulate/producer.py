@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import random
 from collections.abc import Callable
@@ -175,11 +176,13 @@ async def run_simulation(
         **kafka_options,
     )
     await producer.start()
+    mqtt = contextlib.AsyncExitStack()
     try:
+        mqtt_client = await mqtt.enter_async_context(_mqtt_client(options)) if options.parking_via == "mqtt" else None
         partitions = {kind: len(await producer.partitions_for(SOURCE_TOPICS[kind])) for kind in SourceKind}
         # building a big fleet takes a while: build first, then start the clock
         planned = SimulatedPeriod(wall_clock_ms(), options.duration_s, options.speedup)
-        city = City(layout, planned.start_ms, planned.end_ms, seed)
+        city = City(layout, planned.start_ms, planned.end_ms, seed, options.fault_rate)
         composer = MessageComposer(options, partitions, seed)
         period = SimulatedPeriod(wall_clock_ms(), options.duration_s, options.speedup)
         report = SimulationReport(
@@ -192,6 +195,10 @@ async def run_simulation(
             registry_path=options.registry_out,
         )
         sender = PartitionBatchSender(producer, report)
+        if mqtt_client is not None:
+            from streams.tools.simulate.mqtt import MqttParkingSender
+
+            sender = MqttParkingSender(producer, report, mqtt_client)
         with progress_display(console, options, on_progress) as show:
             await produce_paced(city, composer, sender, period, options, report, show, progress_interval_s, stop)
             await sender.drain()
@@ -199,7 +206,23 @@ async def run_simulation(
             show(report)
         return report
     finally:
+        await mqtt.aclose()
         await producer.stop()
+
+
+def _mqtt_client(options: SimulationOptions) -> Any:
+    """The MQTT client of ``--parking-via mqtt`` (an async context manager)."""
+    import os
+
+    import aiomqtt
+
+    from streams.settings import mqtt_address
+
+    url = options.mqtt_url or os.environ.get("CITYSTREAM_MQTT_URL") or "mqtt://127.0.0.1:1883"
+    host, port = mqtt_address(url)
+    client = aiomqtt.Client(host, port, identifier=None, max_inflight_messages=1000, timeout=30)
+    client.pending_calls_threshold = 10_000  # many publishes await their acknowledgement at once, on purpose
+    return client
 
 
 async def produce_paced(

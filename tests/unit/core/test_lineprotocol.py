@@ -313,7 +313,7 @@ def test_districts_that_influxdb_stores_alike_are_one_window() -> None:
     assert points == [
         (
             r"environment_1m,device_id=env-x,district=k\ ",
-            "readings=2i,pm25_ugm3_mean=30.0,pm25_ugm3_min=20.0,pm25_ugm3_max=40.0",
+            "readings=2i,pm25_ugm3_mean=30.0,pm25_ugm3_min=20.0,pm25_ugm3_max=40.0,qc_suspect=0i,qc_fail=0i",
             str(TS),
         )
     ]

@@ -127,7 +127,7 @@ def test_subject_type_and_severity_per_contract(kind: str, subject_type: str, se
 
 
 def test_kinds_table_is_complete() -> None:
-    assert len(KINDS) == 10
+    assert len(KINDS) == 11
 
 
 def test_book_dump_load() -> None:

@@ -93,8 +93,8 @@ def test_percentile() -> None:
 
 
 def test_summary_has_every_key_and_nulls_for_phases_not_run() -> None:
-    single = Throughput(10_000.0, 12_000.0, 200_000.0, 250.04, 500_000, 50.0, 123_456.0)
-    batch = Throughput(40_000.0, 60_000.0, 320_000.0, 180.0, 500_000, 12.5)
+    single = Throughput(10_000.0, 12_000.0, 200_000.0, 250.04, 500_000, 50.0, 123_456.0, 60.04, 8.0, [5.0, 120.04])
+    batch = Throughput(40_000.0, 60_000.0, 320_000.0, 180.0, 500_000, 12.5, 0.0, 12.0, 4.0)
     latency = Latency(probes=[0.5] * 98 + [1.5, 2.5], sent=1000, alerts={"alerts": 10, "p99_s": 0.3456})
     figures = summarise(single, batch, latency)
     assert figures == {
@@ -107,6 +107,13 @@ def test_summary_has_every_key_and_nulls_for_phases_not_run() -> None:
         "alert_p99_latency_s": 0.346,
         "rss_mb": 250.0,
         "snapshot_max_bytes": 123_456,
+        "worker_cpu_us_per_reading_single": 60.0,
+        "worker_cpu_us_per_reading_batch": 12.0,
+        "baseline_cpu_us_per_reading_single": 8.0,
+        "baseline_cpu_us_per_reading_batch": 4.0,
+        "cpu_ratio_single": 7.5,
+        "cpu_ratio_batch": 3.0,
+        "metrics_max_ms": 120.0,
     }
     empty = summarise(None, None, None)
     assert set(empty) == set(figures) and set(empty.values()) == {None}

@@ -407,3 +407,27 @@ def test_bad_options_are_usage_errors() -> None:
     assert result.exit_code == 2 and "lies after --until" in result.output
     result = runner.invoke(deadletters_command, ["list", "--reason", "bogus"])
     assert result.exit_code == 2
+
+
+def test_dead_letters_of_a_gateway_bridge_are_listed_and_refused_for_replay() -> None:
+    """Contract 1.1: an uplink a bridge could not map has ``unmappable``, ``mqtt:<topic>`` and no Kafka
+    coordinates; readers take it, replay refuses it, and two of them are two, not a repeat."""
+
+    def bridged(offset: int, payload: str) -> StoredDeadLetter:
+        document = {
+            "source": {"topic": "mqtt:application/1/device/70b3d57ed005a1b2/event/up", "partition": None,
+                       "offset": None, "key": None, "timestamp_ms": NOW},
+            "index": None, "reason": "unmappable", "errors": [{"loc": "", "msg": "no decoded payload", "type": "x"}],
+            "payload": payload, "payload_b64": None, "dead_lettered_at": "2026-11-21T21:20:00.000Z",
+        }  # fmt: skip
+        parsed = parse_dead_letter(0, offset, NOW, orjson.dumps(document))
+        assert isinstance(parsed, StoredDeadLetter)
+        return parsed
+
+    first, second = bridged(0, '{"fCnt": 1}'), bridged(1, '{"fCnt": 2}')
+    assert "mqtt:application/1/device/70b3d57ed005a1b2/event/up" in letter_line(first)
+    assert "None" not in letter_line(first)
+    plan = plan_replay([second, first])
+    assert plan.duplicates == [] and plan.replays == []
+    assert [r.origin for r in plan.refused] == [first, second]
+    assert "not a source topic" in plan.refused[0].why

@@ -39,6 +39,7 @@ from streams.tools.report import (
     warning_norm,
     with_gaps,
 )
+from streams.tools.report.queries import FlaggedReading, StuckStation, flagged_readings, stuck_stations
 
 T0 = 1_795_300_000_000  # 2026-11-21T21:46:40Z
 M0 = T0 - T0 % 60_000  # 21:46:00Z, a minute boundary
@@ -150,9 +151,47 @@ def test_queries_use_the_contract_names_and_the_range() -> None:
     )
     assert 'FROM "alerts"' in queries.alerts and 'GROUP BY "kind", "status"' in queries.alerts
     # an alert's time is its window's end: up to the end of the range's last minute
-    # (its time carries a sub-millisecond offset: the window end is the time truncated to the millisecond)
     assert f"time >= {M0 + 30_001}ms AND time < {M0 + 3_660_001}ms" in queries.alerts
-    assert len(queries.items()) == 7
+    # flagged PM2.5 readings: raw points in the range; device.stuck: every alert up to the range's end
+    assert queries.flagged.startswith('SELECT "pm25_ugm3", "qc", "qc_tests" FROM "environment" WHERE ')
+    assert f"time >= {M0 + 30_000}ms AND time < {T0 + 3_600_000}ms" in queries.flagged
+    assert "\"kind\" = 'device.stuck'" in queries.stuck and f"time < {T0 + 3_600_000}ms" in queries.stuck
+    assert len(queries.items()) == 9
+
+
+def test_flagged_readings_and_stuck_stations_from_their_results() -> None:
+    flagged = flagged_readings(
+        [
+            _series("environment", {"device_id": "env-b"}, ["time", "pm25_ugm3", "qc", "qc_tests"],
+                    [[T0 + 2, 350.0, 3, "pm25_ugm3:spike"], [T0 + 1, 42.0, 4, "pm25_ugm3:flat_line"]]),
+            _series("environment", {"device_id": "env-a"}, ["time", "pm25_ugm3", "qc", "qc_tests"],
+                    [[T0, None, 3, "pm25_ugm3:spike"]]),
+        ]
+    )  # fmt: skip
+    assert flagged == {
+        "env-b": [
+            FlaggedReading(T0 + 1, 42.0, 4, "pm25_ugm3:flat_line"),
+            FlaggedReading(T0 + 2, 350.0, 3, "pm25_ugm3:spike"),
+        ]
+    }
+    hour = 3_600_000
+    stuck = stuck_stations(
+        [
+            _series("alerts", {"subject_id": "env-a", "status": "raised"}, ["time", "message"],
+                    [[T0 - 3 * hour, "old"], [T0 + hour // 2, "a stuck"]]),
+            _series("alerts", {"subject_id": "env-a", "status": "cleared"}, ["time", "message"],
+                    [[T0 - 2 * hour, "over before the range"]]),
+            _series("alerts", {"subject_id": "env-b", "status": "raised"}, ["time", "message"],
+                    [[T0 - hour, "b stuck"]]),
+            _series("alerts", {"subject_id": "env-b", "status": "cleared"}, ["time", "message"],
+                    [[T0 + hour // 4, "b varies"]]),
+        ],
+        T0,
+    )  # fmt: skip
+    assert stuck == [
+        StuckStation("env-b", T0 - hour, T0 + hour // 4, "b stuck"),
+        StuckStation("env-a", T0 + hour // 2, None, "a stuck"),
+    ]
 
 
 def test_queries_follow_the_bucket() -> None:

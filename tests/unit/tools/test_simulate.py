@@ -713,3 +713,43 @@ def test_occupancy_targets_stay_between_empty_and_full() -> None:
         for hour in range(0, 7 * 24):
             share = occupancy_target(profile, NOW_MS + hour * HOUR_MS, 1.02)  # type: ignore[arg-type]
             assert 0.02 <= share <= 0.985
+
+
+def _station_flags(fault_rate: float) -> tuple[Counter[str], set[str]]:
+    """The data-quality flags the worker's tests give six simulated hours of two stations, and the
+    stations with a flat-line fail."""
+    from streams.core.qc import QcPolicy, StationQc
+    from streams.tools.simulate import generate_messages
+
+    options = SimulationOptions(
+        taxis=0, lots=0, stations=2, batch_share=0, invalid_share=0, duplicate_share=0, fault_rate=fault_rate
+    )
+    start = 1_795_294_800_000
+    _, messages = generate_messages(options, start_ms=start, end_ms=start + 6 * HOUR_MS, seed=3)
+    readings = sorted(
+        (
+            EnvReading.model_validate(loads(m.value))
+            for m in messages
+            if m.topic == SOURCE_TOPICS[SourceKind.ENVIRONMENT]
+        ),
+        key=lambda r: r.ts,
+    )
+    stations: dict[str, StationQc] = defaultdict(StationQc)
+    tests: Counter[str] = Counter()
+    stuck = set()
+    for reading in readings:
+        changed = stations[reading.device_id].add(reading.ts, "x", reading.measurements(), QcPolicy())
+        for flags in changed.values():
+            for name, level in flags.items():
+                tests[name] += 1
+                if name == "pm25_ugm3:flat_line" and level == 4:
+                    stuck.add(reading.device_id)
+    return tests, stuck
+
+
+def test_sensor_faults_are_spikes_and_stuck_analysers_the_worker_flags() -> None:
+    tests, _ = _station_flags(fault_rate=2.0)
+    assert tests["pm25_ugm3:spike"] >= 5
+    assert tests["pm25_ugm3:flat_line"] >= 30  # stuck for 30 minutes and more
+    # without faults the simulated stations pass every test
+    assert _station_flags(fault_rate=0.0) == (Counter(), set())

@@ -162,14 +162,16 @@ async def test_metrics_count_what_was_sent_and_readiness_follows_influxdb(
 
         wait_for(caught_up, 30, "the consumer lag to fall to 0", worker)
 
-        # every point written is in InfluxDB; a duplicate's raw point is written again (the same point)
+        # every point written is in InfluxDB; a duplicate's raw point is written again (the same point),
+        # and so are the raw points of the environment readings the windows judged, with their qc
+        # fields: the two aggregated and the late one
         def all_written() -> bool:
             current = scrape(port)
             written = metric(current, "citystream_points_written_total")
             return (
                 metric(current, "citystream_influx_pending_points") == 0
                 and count_points(influxdb.url, database, "environment_1h", "readings") == 2
-                and written == influx_points(influxdb.url, database) + 2
+                and written == influx_points(influxdb.url, database) + 2 + 3
             )
 
         wait_for(all_written, 60, "points_written to match the points in InfluxDB", worker)

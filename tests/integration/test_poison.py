@@ -240,8 +240,9 @@ async def test_points_beyond_retention_are_rejected_for_good_and_the_rest_is_wri
         wait_for(lambda: influx_v2.count("environment") == 2400, 120, "2,400 raw points in the bucket", worker)
         wait_for(lambda: committed_lag(port) == 0, 60, "the committed lag to fall to 0", worker)
         series = scrape(port)
-        # the 5 raw points (too late for the windows, stored raw only): refused for good, counted
-        assert metric(series, "citystream_influx_points_rejected_total", reason="retention") == 5
+        # the 5 raw points (too late for the windows, stored raw only) and the 5 writes of their qc
+        # fields: refused for good, counted
+        assert metric(series, "citystream_influx_points_rejected_total", reason="retention") == 5 + 5
         assert 422 in influx_v2.answers
         status, body = get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200, body

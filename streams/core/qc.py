@@ -170,10 +170,8 @@ class Series:
         final = bisect.bisect_left(times, horizon_ms)  # readings before it can gain no neighbour before them
         if final <= 1:
             return
-        keep = 0
         # the newest reading at least the fail duration before the horizon ends any flat run there
-        oldest_needed = bisect.bisect_right(times, horizon_ms - policy.flat_fail_ms) - 1
-        keep = max(keep, oldest_needed)
+        keep = max(0, bisect.bisect_right(times, horizon_ms - policy.flat_fail_ms) - 1)
         # before the horizon, a stretch wider than twice the tolerance: no later value is within the
         # tolerance of both ends, so no later run reaches past its newest such reading
         low = high = values[final - 1]

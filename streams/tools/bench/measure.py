@@ -40,21 +40,21 @@ def raw_points(url: str) -> int:
     return total
 
 
-def metric(text: str, name: str) -> float:
-    """The sum of a metric's samples in a Prometheus exposition."""
-    total = 0.0
+def _samples(text: str, name: str) -> Iterator[float]:
+    """The values of a metric's samples in a Prometheus exposition."""
     for line in text.splitlines():
         if line.startswith(name) and line[len(name)] in " {":
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+            yield float(line.rsplit(" ", 1)[1])
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of a metric's samples in a Prometheus exposition."""
+    return sum(_samples(text, name), 0.0)
 
 
 def largest(text: str, name: str) -> float:
     """The largest of a metric's samples in a Prometheus exposition (0 when it has none)."""
-    found = [
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name) and line[len(name)] in " {"
-    ]
-    return max(found, default=0.0)
+    return max(_samples(text, name), default=0.0)
 
 
 def scrape(port: int) -> str:

@@ -17,6 +17,7 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
     # the bench returns only once every raw point of both throughput phases is in InfluxDB
     command = [*WorkerProcess.command()[:-1], "bench", "--readings", "3000", "--devices", "500"]
     command += ["--batch-size", "50", "--latency-seconds", "15", "--rate", "500", "--dir", str(tmp_path)]
+    command += ["--phases", "single,batch,latency"]  # the capacity ramp: the test below
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
@@ -42,8 +43,10 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
         "batch_readings_per_s_processes",
         "worker_cpu_us_per_reading_single_processes",
         "worker_cpu_us_per_reading_batch_processes",
+        "capacity_readings_per_s",
         "broker",
     }
+    assert figures["capacity_readings_per_s"] is None  # not run
     assert figures["broker"] == "tansu"
     for name in (
         "single_readings_per_s",
@@ -89,3 +92,21 @@ def test_bench_runs_on_apache_kafka_and_says_so(tmp_path: Path) -> None:
     assert figures["broker"] == "kafka"
     assert figures["single_readings_per_s"] > 0 and figures["batch_readings_per_s"] is None
     assert (tmp_path / "single" / "kafka").is_dir()  # the phase's stack ran Apache Kafka
+
+
+def test_the_capacity_ramp_steps_up_until_its_limit(tmp_path: Path) -> None:
+    """Three steps (500, 625 and 781 readings/s, 10 s each) that one worker holds easily: the
+    capacity is the last of them, and the table shows every step with its probes."""
+    command = [*WorkerProcess.command()[:-1], "bench", "--phases", "capacity", "--capacity-start", "500"]
+    command += ["--capacity-max", "800", "--capacity-step-seconds", "10", "--dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["capacity_readings_per_s"] == 781
+    assert figures["single_readings_per_s"] is None and figures["p99_latency_s"] is None
+    steps = [line for line in done.stdout.splitlines() if line.count("│") >= 6 and "yes" in line]
+    assert [line.split("│")[1].strip() for line in steps] == ["500", "625", "781"]
+    # each step: about 100 probes (one every 100 ms), every one landed
+    for line in steps:
+        probes = line.split("│")[5].strip()
+        assert probes.endswith("(0)") and 90 <= int(probes.split()[0]) <= 110, line

@@ -11,6 +11,9 @@ Phases, each on a fresh local stack (Tansu and InfluxDB on their own ports):
    100 ms carries its send time as its ``ts``, and a poller sees when its raw point is in InfluxDB.
    Parking lots that fill and empty in alternate minutes make alerts on every final minute; the
    worker measures their latency (final window to alert on the topic) and logs it at shutdown.
+4. capacity: the load of the latency phase in steps of 30 s (``--capacity-step-seconds``), each
+   1.25 times faster than the one before, from ``--capacity-start``; the capacity is the fastest
+   step sent in full whose probes' p99 stayed within 2 s.
 
 The baseline is the practical limit of Python here: aiokafka ``getmany``, ``orjson.loads`` and
 pydantic validation of every reading, nothing written.
@@ -18,9 +21,9 @@ pydantic validation of every reading, nothing written.
 
 from __future__ import annotations
 
-from streams.tools.bench.command import bench_command, figures_table, summarise
+from streams.tools.bench.command import bench_command, capacity, figures_table, summarise
 from streams.tools.bench.load import ENV, MODELS, PARKING, TAXI, CityMix, batch_messages, single_messages
-from streams.tools.bench.measure import Latency, Throughput, alert_latency, baseline, metric, percentile
+from streams.tools.bench.measure import Latency, RampStep, Throughput, alert_latency, baseline, metric, percentile
 from streams.tools.bench.phases import Bench
 
 __all__ = [
@@ -31,11 +34,13 @@ __all__ = [
     "Bench",
     "CityMix",
     "Latency",
+    "RampStep",
     "Throughput",
     "alert_latency",
     "baseline",
     "batch_messages",
     "bench_command",
+    "capacity",
     "figures_table",
     "metric",
     "percentile",

@@ -16,8 +16,12 @@ from rich.table import Table
 
 from streams.tools import localstack
 from streams.tools.bench.load import batch_messages, single_messages
-from streams.tools.bench.measure import Latency, Throughput, percentile
+from streams.tools.bench.measure import Latency, RampStep, Throughput, percentile
 from streams.tools.bench.phases import Bench
+
+PHASES = {"single", "batch", "latency", "capacity"}
+RAMP_FACTOR = 1.25
+CAPACITY_P99_S = 2.0  # the latency a sustained rate keeps produce-to-InfluxDB p99 within
 
 
 @click.command("bench")
@@ -43,6 +47,26 @@ from streams.tools.bench.phases import Bench
     default=150.0,
     show_default=True,
     help="Length of the latency phase (alerts come once a minute, when the windows are final).",
+)
+@click.option(
+    "--capacity-start",
+    type=click.FloatRange(min=100),
+    default=2500.0,
+    show_default=True,
+    help="Readings/s of the capacity ramp's first step; each next step is 1.25 times faster.",
+)
+@click.option(
+    "--capacity-step-seconds",
+    type=click.FloatRange(min=10),
+    default=30.0,
+    show_default=True,
+    help="Length of each step of the capacity ramp.",
+)
+@click.option(
+    "--capacity-max",
+    type=click.FloatRange(min=100),
+    default=None,
+    help="Readings/s past which the capacity ramp stops even while it holds (default: no limit).",
 )
 @click.option(
     "--dir",
@@ -75,7 +99,7 @@ from streams.tools.bench.phases import Bench
 )
 @click.option(
     "--phases",
-    default="single,batch,latency",
+    default="single,batch,latency,capacity",
     show_default=True,
     help="Which phases to run, comma-separated; the figures of the others are null.",
 )
@@ -92,6 +116,9 @@ def bench_command(
     devices: int,
     rate: float,
     latency_seconds: float,
+    capacity_start: float,
+    capacity_step_seconds: float,
+    capacity_max: float | None,
     folder: Path,
     profile: bool,
     worker_settings: tuple[str, ...],
@@ -101,7 +128,9 @@ def bench_command(
 ) -> None:
     """Measure one worker: readings/s with single readings and with batch envelopes, against a baseline
     loop (aiokafka getmany + orjson + pydantic) on the same messages in the same run; produce-to-InfluxDB
-    latency at a fixed rate; alert latency; peak memory with many devices.
+    latency at a fixed rate; alert latency; peak memory with many devices; CPU seconds per reading of the
+    worker and of the baseline loop; the capacity: the highest rate of single-reading messages whose
+    produce-to-InfluxDB p99 stays within 2 s (a ramp of steps 1.25 times faster, from --capacity-start).
 
     Each phase starts its own broker (Tansu, or Apache Kafka with --broker kafka) and InfluxDB (Debian's
     influxdb package, installed when missing, as root). The last line printed is one JSON object with
@@ -114,8 +143,8 @@ def bench_command(
         raise click.ClickException(str(exc)) from None
     folder = folder.resolve()
     chosen = {phase.strip() for phase in phases.split(",") if phase.strip()}
-    if not chosen or chosen - {"single", "batch", "latency"}:
-        raise click.BadParameter("choose among single, batch, latency", param_hint="--phases")
+    if not chosen or chosen - PHASES:
+        raise click.BadParameter(f"choose among {', '.join(sorted(PHASES))}", param_hint="--phases")
     phases = ",".join(sorted(chosen))
     timeout_s = max(600.0, readings / 500)
     with Progress(
@@ -135,6 +164,7 @@ def bench_command(
             settings[name] = value
         bench = Bench(folder, console, progress, profile, settings, broker=broker)
         single = batch = latency = None
+        ramp: list[RampStep] = []
         more: dict[str, Throughput] = {}  # the same phases with several worker processes
         for count in sorted({1, processes}):
             suffix = "" if count == 1 else f"-{count}p"
@@ -154,14 +184,19 @@ def bench_command(
                     more["batch"] = run
         if "latency" in phases:
             latency = bench.latency(rate, latency_seconds)
+        if "capacity" in phases:
+            ramp = bench.capacity(capacity_start, RAMP_FACTOR, capacity_step_seconds, CAPACITY_P99_S, capacity_max)
     figures = {
         **summarise(single, batch, latency),
+        "capacity_readings_per_s": capacity(ramp),
         **processes_figures(processes, more.get("single"), more.get("batch")),
         "broker": broker,
     }
     console.print(figures_table(figures, single, batch, latency, batch_size=batch_size, rate=rate, devices=devices))
     if more:
         console.print(processes_table(processes, single, batch, more))
+    if ramp:
+        console.print(ramp_table(ramp))
     for path in bench.profiles:
         console.print(f"profile: {path}")
     click.echo(json.dumps(figures))
@@ -198,6 +233,29 @@ def summarise(single: Throughput | None, batch: Throughput | None, latency: Late
         if single and single.scrape_ms
         else None,
     }
+
+
+def capacity(ramp: list[RampStep]) -> float | None:
+    """The highest rate of the ramp that held; None without a ramp, or when its first step did not hold."""
+    held = [step.rate for step in ramp if step.held(CAPACITY_P99_S)]
+    return _round(max(held)) if held else None
+
+
+def ramp_table(ramp: list[RampStep]) -> Table:
+    table = Table(title=f"capacity: single-reading messages until p99 produce to InfluxDB > {CAPACITY_P99_S:g} s")
+    for column in ("readings/s asked", "sent/s", "p50 s", "p99 s", "probes (not landed)", "held"):
+        table.add_column(column, justify="right")
+    for step in ramp:
+        table.add_row(
+            f"{step.rate:,.0f}",
+            f"{step.sent_per_s:,.0f}",
+            f"{step.p50_s:.3f}",
+            f"{step.p99_s:.3f}",
+            f"{step.probes} ({step.lost})",
+            "yes" if step.held(CAPACITY_P99_S) else "no",
+        )
+    table.caption = f"capacity: {capacity(ramp) or 0:,.0f} readings/s"
+    return table
 
 
 def processes_figures(processes: int, single: Throughput | None, batch: Throughput | None) -> dict[str, Any]:

@@ -258,3 +258,26 @@ class Latency:
     started: float = 0.0
     peak_rss_mb: float = 0.0
     alerts: dict[str, float] = field(default_factory=dict)
+    lost: int = 0  # probes not in InfluxDB a few seconds after the load stopped
+    seconds: float = 0.0  # how long the load ran
+
+    def p99_s(self) -> float:
+        """The 99th percentile of the probes' latency; a probe that never landed counts as endless."""
+        values = self.probes + [float("inf")] * self.lost
+        return percentile(values, 0.99) if values else float("inf")
+
+
+@dataclass
+class RampStep:
+    """One rate of the capacity ramp: what was asked, what was sent, and the latency it had."""
+
+    rate: float
+    sent_per_s: float
+    p99_s: float
+    p50_s: float
+    probes: int
+    lost: int
+
+    def held(self, limit_s: float) -> bool:
+        """Whether the worker sustained the rate: the load was sent in full and p99 stayed under the limit."""
+        return self.sent_per_s >= 0.95 * self.rate and self.p99_s <= limit_s

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from streams.tools.bench.load import (
 )
 from streams.tools.bench.measure import (
     Latency,
+    RampStep,
     Stack,
     Throughput,
     alert_latency,
@@ -51,6 +53,7 @@ from streams.tools.soak import rss_mb
 from streams.tools.workerprocess import WorkerProcess
 
 POLL_S = 0.2  # how often the worker's counters and InfluxDB are polled
+DRAIN_S = 10.0  # how long the probes of a steady load have to land once it stops
 
 
 class Bench:
@@ -196,6 +199,50 @@ class Bench:
             stack.stop()
         return result
 
+    def capacity(
+        self, start_rate: float, factor: float, step_seconds: float, limit_s: float, max_rate: float | None = None
+    ) -> list[RampStep]:
+        """The ramp: the single-reading load of the latency phase at ``start_rate``, then ``factor``
+        times faster, step after step on one worker, until p99 produce-to-InfluxDB exceeds ``limit_s``,
+        the load cannot be sent at the rate, or the next step would be over ``max_rate``. Between two
+        steps the load pauses until every probe has landed, so that each step starts with no backlog."""
+        root = self.root / "capacity"
+        stack = Stack.start(root, self.broker)
+        worker, (port,) = start_worker(stack, root, self.settings)
+        spy = self._profile(worker, "capacity")
+        steps: list[RampStep] = []
+        try:
+            asyncio.run(ensure_topics(stack.kafka.address, contract_topics(PARTITIONS)))
+            deadline = time.monotonic() + 120
+            while metric(scrape(port), "citystream_ready") < 1:
+                if not worker.alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"the worker did not become ready:\n{worker.log()[-3000:]}")
+                time.sleep(0.5)
+            asyncio.run(self._warm_up(stack, worker))
+            rate = start_rate
+            while True:
+                task = self._task(f"capacity: {rate:,.0f} readings/s", step_seconds)
+                result = Latency()
+                result.sent = asyncio.run(self._steady_load(stack, worker, rate, step_seconds, task, result))
+                probes = result.probes
+                step = RampStep(
+                    rate,
+                    result.sent / result.seconds,
+                    result.p99_s(),
+                    statistics.median(probes) if probes else float("inf"),
+                    len(probes),
+                    result.lost,
+                )
+                steps.append(step)
+                rate *= factor
+                if not step.held(limit_s) or not worker.alive() or (max_rate is not None and rate > max_rate):
+                    return steps
+        finally:
+            worker.stop()
+            if spy is not None:
+                spy.wait(timeout=60)
+            stack.stop()
+
     async def _warm_up(self, stack: Stack, worker: WorkerProcess, timeout_s: float = 120) -> None:
         """Until a reading sent now reaches InfluxDB: the consumer group has settled, the clock can start."""
         producer = AIOKafkaProducer(bootstrap_servers=stack.kafka.address)
@@ -258,12 +305,16 @@ class Bench:
                 if rss := rss_mb(worker.pid) if worker.pid else 0.0:
                     result.peak_rss_mb = max(result.peak_rss_mb, rss)
                 await asyncio.sleep(max(0.0, started + (i / rate) - time.monotonic()))
+            result.seconds = time.monotonic() - started
             await producer.flush()
-            await asyncio.sleep(5)  # the last probes land
+            landed = time.monotonic() + DRAIN_S  # the last probes land
+            while sent_at and time.monotonic() < landed:
+                await asyncio.sleep(0.1)
         finally:
             stop.set()
             await poller
             await producer.stop()
+            result.lost = len(sent_at)
         self.progress.update(task, completed=seconds)
         return sent
 

@@ -14,9 +14,11 @@ from streams.tools.bench import (
     TAXI,
     CityMix,
     Latency,
+    RampStep,
     Throughput,
     alert_latency,
     batch_messages,
+    capacity,
     metric,
     percentile,
     single_messages,
@@ -128,3 +130,26 @@ def test_bad_worker_setting_is_refused(setting: str) -> None:
     result = CliRunner().invoke(bench_command, ["--worker-setting", setting, "--phases", "latency"])
     assert result.exit_code == 2
     assert "CITYSTREAM_NAME=VALUE" in result.output
+
+
+def test_a_ramp_step_holds_when_sent_in_full_within_the_p99_limit() -> None:
+    assert RampStep(5000.0, 4990.0, 1.9, 0.4, 300, 0).held(2.0)
+    assert not RampStep(5000.0, 4990.0, 2.1, 0.4, 300, 0).held(2.0)  # too slow
+    assert not RampStep(5000.0, 4500.0, 0.5, 0.2, 300, 0).held(2.0)  # the load fell short of the rate
+
+
+def test_a_probe_that_never_landed_counts_as_endless() -> None:
+    assert Latency(probes=[0.1] * 99 + [0.2]).p99_s() == 0.2
+    assert Latency(probes=[0.1] * 99, lost=1).p99_s() == float("inf")
+    assert Latency().p99_s() == float("inf")
+
+
+def test_the_capacity_is_the_fastest_step_that_held() -> None:
+    ramp = [
+        RampStep(2500.0, 2500.0, 0.6, 0.2, 300, 0),
+        RampStep(3125.0, 3120.0, 0.9, 0.3, 300, 0),
+        RampStep(3906.25, 3900.0, 2.6, 0.9, 300, 0),
+    ]
+    assert capacity(ramp) == 3125
+    assert capacity(ramp[2:]) is None
+    assert capacity([]) is None

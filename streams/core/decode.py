@@ -9,12 +9,13 @@ original (contract version 1.1), so that no message can stop a partition.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from schemas import codec
 from schemas.batch import MAX_BATCH_READINGS
@@ -155,6 +156,14 @@ def decode_message(model: ReadingModel, value: bytes | None, now_ms: int, limits
             Rejection(DeadLetterReason.BAD_BATCH, (_error("batch", problem, "bad_batch"),), Payload.of(value))
         )
         return decoded
+    try:  # a whole envelope in one call; one with an invalid element is judged element by element
+        readings = _batch_adapter(model).validate_python(batch)
+    except ValidationError:
+        pass
+    else:
+        for index, reading in enumerate(readings):
+            _judge_time(reading, now_ms, limits, decoded, batch[index], index=index, original=value)
+        return decoded
     for index, element in enumerate(batch):
         if isinstance(element, dict):
             _judge_reading(model, element, now_ms, limits, decoded, index=index, original=value)
@@ -237,6 +246,20 @@ def _judge_reading(
             Rejection(DeadLetterReason.SCHEMA, errors, _reading_payload(document, original, index), index=index)
         )
         return
+    _judge_time(reading, now_ms, limits, decoded, document, index=index, original=original)
+
+
+def _judge_time(
+    reading: Reading,
+    now_ms: int,
+    limits: TimeLimits,
+    decoded: Decoded,
+    document: Mapping[str, Any],
+    *,
+    index: int | None,
+    original: bytes,
+) -> None:
+    """A valid reading whose ts lies within the limits is kept; another is rejected."""
     ahead_ms = reading.ts - now_ms
     if ahead_ms > limits.max_future_ms:
         msg = (
@@ -263,6 +286,11 @@ def _judge_reading(
         )
     else:
         decoded.readings.append(reading)
+
+
+@functools.cache
+def _batch_adapter(model: ReadingModel) -> TypeAdapter[list[Reading]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
 def _batch_problem(batch: Any) -> str | None:

@@ -314,3 +314,37 @@ def test_any_json_gives_readings_or_dead_letters(document: object, model) -> Non
     except (orjson.JSONEncodeError, TypeError):
         return
     _accounted(model, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_reading_like | _json_values, min_size=1, max_size=6),
+    st.sampled_from([TaxiReading, ParkingReading, EnvReading]),
+)
+def test_a_batch_is_judged_as_its_elements_one_by_one(elements: list[object], model) -> None:  # type: ignore[no-untyped-def]
+    """Whether an envelope is validated in one call or element by element, its readings and
+    rejections are those of its elements sent alone (each rejection with the element's index)."""
+    try:
+        value = orjson.dumps({"batch": elements})
+    except (orjson.JSONEncodeError, TypeError):
+        return
+    decoded = decode_message(model, value, NOW, LIMITS)
+    readings: list[object] = []
+    rejections: list[tuple[int, str]] = []
+    for index, element in enumerate(elements):
+        if not isinstance(element, dict):
+            rejections.append((index, "not_an_object"))
+            continue
+        alone = decode_message(model, orjson.dumps(element), NOW, LIMITS)
+        readings += alone.readings
+        rejections += [(index, rejection.reason.value) for rejection in alone.rejections]
+    assert decoded.readings == readings
+    assert [(r.index, r.reason.value) for r in decoded.rejections] == rejections
+
+
+def test_an_envelope_of_valid_readings_keeps_the_time_limits() -> None:
+    """The one-call path (every element valid) still judges each reading's time."""
+    decoded = decode(EnvReading, {"batch": [env(seq=1), env(seq=2, ts=NOW + 86_400_000), env(seq=3, ts=1)]})
+    assert [r.seq for r in decoded.readings] == [1]  # type: ignore[union-attr]
+    assert [(r.index, r.reason.value) for r in decoded.rejections] == [(1, "future_timestamp"), (2, "stale_timestamp")]
+    assert orjson.loads(decoded.rejections[0].payload.text or "") == env(seq=2, ts=NOW + 86_400_000)

@@ -4,8 +4,10 @@ Every input partition (a source topic's, or an internal topic's) has a :class:`P
 aggregation state, if any, and the messages processed since the last checkpoint. A checkpoint,
 every few seconds, does in this order:
 
-1. takes the points of every window changed since the last one, and a snapshot of every changed
-   partition's state with the offset of the last message in it (synchronously: nothing else runs);
+1. takes the points of every window changed since the last one, a snapshot of every changed
+   partition's state with the offset of the last message in it, and the acks of the messages up to
+   that offset: for each partition in one step (nothing else runs meanwhile), yielding to the event
+   loop between two partitions;
 2. writes all buffered points to InfluxDB and waits for the dead letters and forwarded readings
    to be delivered;
 3. saves the snapshots to the partition's state topic in Kafka;
@@ -37,6 +39,7 @@ from streams.runtime.sink import PointSink
 log = logging.getLogger(__name__)
 
 TopicPartitionKey = tuple[str, int]
+REBALANCED = "a rebalance came during the checkpoint; its partitions restart from their last snapshot"
 
 
 class StateStore(Protocol):
@@ -263,7 +266,14 @@ class Checkpointer:
             acks: list[Callable[[], object]] = []
             positions = self._alerts_positions()
             alerts = self._evaluate(now_ms)
-            for work in list(self.works.values()):
+            for count, work in enumerate(list(self.works.values())):
+                if count and work.aggregate is not None and work.changed:
+                    # one partition at a time: /metrics, /healthz and the consumer's heartbeats run
+                    # between two snapshots, so that the pause is one partition's, not the worker's
+                    await asyncio.sleep(0)
+                    if generation != self.generation:
+                        log.info(REBALANCED)
+                        return
                 if work.aggregate is not None:
                     self.sink.add(work.aggregate.take_lines())
                     if work.changed:
@@ -285,7 +295,7 @@ class Checkpointer:
             if self.outbox is not None:
                 await self.outbox.flush()
             if generation != self.generation:
-                log.info("a rebalance came during the checkpoint; its partitions restart from their last snapshot")
+                log.info(REBALANCED)
                 return
             saves = [await self.store.save(topic, partition, blob) for topic, partition, blob in snapshots]
             if saves:

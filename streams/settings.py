@@ -120,7 +120,7 @@ class Settings(BaseSettings):
 
     # InfluxDB writes
     write_batch_size: int = Field(5_000, ge=1, le=1_000_000, description="points per InfluxDB write")
-    write_interval_s: float = Field(1.0, gt=0, le=60, description="longest wait before buffered points are written")
+    write_interval_s: float = Field(0.25, gt=0, le=60, description="longest wait before buffered points are written")
     max_pending_points: int = Field(200_000, ge=1_000, description="buffered points at which consuming pauses")
     write_timeout_s: float = Field(10.0, gt=0, description="timeout of one InfluxDB write request")
 

@@ -191,3 +191,36 @@ async def test_acks_wait_for_the_dead_letters_and_forwarded_readings(generation_
     delivered.set_result(None)
     await asyncio.wait_for(task, timeout=10)
     assert ("ack 0" in log) == (generation_bumps == 0)
+
+
+async def test_a_checkpoint_lets_messages_through_between_two_partitions_and_keeps_each_exact() -> None:
+    """The snapshots are taken one partition at a time with the event loop free between two; a
+    message processed meanwhile on a partition already taken waits for the next checkpoint (neither
+    in that snapshot nor acknowledged), and one on a partition not taken yet is in its snapshot."""
+    log: list[str] = []
+    clock = Clock(T0 + 5_000)
+    checkpointer, _, store = setup(log, clock)
+
+    async def handle(partition: int, offset: int) -> None:
+        work = await checkpointer.work(ENV, partition)
+        assert work.aggregate is not None
+        sample = environment.StationSample.of(reading(offset, T0 + offset * 1000, 10.0), Registry())
+        work.aggregate.fold(sample, clock())
+        work.processed(offset, lambda: log.append(f"ack {partition}@{offset}"), T0, clock())
+
+    await handle(0, 0)
+    await handle(1, 0)
+    log.clear()
+    task = asyncio.ensure_future(checkpointer.checkpoint())
+    await asyncio.sleep(0)  # the checkpoint has taken partition 0 and yields before partition 1
+    assert not task.done()
+    await handle(0, 1)
+    await handle(1, 1)
+    await asyncio.wait_for(task, timeout=30)
+    assert decode_snapshot(store.blobs[(ENV, 0)])[0] == 0
+    assert decode_snapshot(store.blobs[(ENV, 1)])[0] == 1
+    assert sorted(entry for entry in log if entry.startswith("ack")) == ["ack 0@0", "ack 1@0", "ack 1@1"]
+    log.clear()
+    await checkpointer.checkpoint()  # the next one takes what came on partition 0 meanwhile
+    assert decode_snapshot(store.blobs[(ENV, 0)])[0] == 1
+    assert [entry for entry in log if entry.startswith("ack")] == ["ack 0@1"]

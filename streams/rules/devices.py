@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -30,18 +31,24 @@ class DeviceRules:
     changes nothing.
     """
 
-    __slots__ = ("battery_ts", "devices", "policy")
+    __slots__ = ("battery_ts", "devices", "next_due_ms", "policy")
 
     def __init__(self, policy: AlertPolicy | None = None) -> None:
         self.policy = policy or AlertPolicy()
         self.devices: dict[str, list[Any]] = {}  # device id -> [kind, wall time of its last reading]
         self.battery_ts: dict[str, int] = {}  # device id -> ts of the newest battery reading judged
+        # no device without an open device.offline can be due before this (a lower bound): the rules
+        # run several times a second, and a partition may know tens of thousands of devices
+        self.next_due_ms: float = -math.inf
 
     def seen(self, book: AlertBook, device_id: str, device_kind: str, wall_ms: int, now_ms: int) -> list[Alert]:
         limit = self.policy.offline_ms(device_kind)
         known = self.devices.get(device_id)
         last = known[1] if known is not None else None
-        self.devices[device_id] = [device_kind, wall_ms if last is None else max(last, wall_ms)]
+        newest = wall_ms if last is None else max(last, wall_ms)
+        self.devices[device_id] = [device_kind, newest]
+        if newest + limit < self.next_due_ms:
+            self.next_due_ms = newest + limit
         raised = book.get(DEVICE_OFFLINE, device_id)
         if raised is None:
             return []
@@ -61,12 +68,18 @@ class DeviceRules:
         return [alert] if alert is not None else []
 
     def check_offline(self, book: AlertBook, wall_ms: int, now_ms: int) -> list[Alert]:
+        if wall_ms < self.next_due_ms:
+            return []
         alerts: list[Alert] = []
+        next_due_ms = math.inf
         for device_id in sorted(self.devices):
             device_kind, last = self.devices[device_id]
             limit = self.policy.offline_ms(device_kind)
             silence = wall_ms - last
-            if silence < limit or book.is_open(DEVICE_OFFLINE, device_id):
+            if book.is_open(DEVICE_OFFLINE, device_id):
+                continue
+            if silence < limit:
+                next_due_ms = min(next_due_ms, last + limit)
                 continue
             message = (
                 f"{_DEVICE_LABEL[device_kind]} {device_id} silent for {duration_text(silence)} "
@@ -85,6 +98,9 @@ class DeviceRules:
                     now_ms=now_ms,
                 ),
             )
+            if not book.is_open(DEVICE_OFFLINE, device_id):  # not raised after all: due still
+                next_due_ms = min(next_due_ms, last + limit)
+        self.next_due_ms = next_due_ms
         return alerts
 
     def battery(self, book: AlertBook, device_id: str, battery_v: float, ts_ms: int, now_ms: int) -> list[Alert]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.alert import Alert
 from schemas.timestamps import parse_rfc3339_ms
@@ -683,6 +686,49 @@ def test_offline_dump_load() -> None:
     assert rules.check_offline(book, W0 + 20 * MINUTE, NOW) == []
     (cleared,) = rules.seen(book, "env-1", "station", W0 + 30 * MINUTE, NOW)
     assert cleared.alert_id == raised.alert_id
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["seen", "check"]),
+            st.sampled_from(["env-1", "env-2", "ps-1", "ps-2"]),
+            st.integers(0, 40 * HOUR),  # how far the wall clock moves on
+            st.integers(-HOUR, 0),  # a reading's send time before the clock (a backlog)
+        ),
+        max_size=40,
+    )
+)
+def test_offline_checks_skipped_until_a_device_is_due_raise_what_a_full_scan_raises(
+    steps: list[tuple[str, str, int, int]],
+) -> None:
+    """``check_offline`` looks at the devices only once one can be due; what it raises and clears
+    is what a scan of every device at every check raises and clears."""
+    quick, quick_book = DeviceRules(), AlertBook()
+    full, full_book = DeviceRules(), AlertBook()
+    wall = W0
+    for action, device_id, step_ms, behind_ms in steps:
+        wall += step_ms // 10
+        if action == "seen":
+            kind = "station" if device_id.startswith("env") else "parking"
+            got = quick.seen(quick_book, device_id, kind, wall + behind_ms, NOW)
+            assert got == full.seen(full_book, device_id, kind, wall + behind_ms, NOW)
+        else:
+            full.next_due_ms = -math.inf  # the reference scans every device every time
+            assert quick.check_offline(quick_book, wall, NOW) == full.check_offline(full_book, wall, NOW)
+    assert quick_book.dump() == full_book.dump()
+
+
+def test_offline_check_with_nothing_due_looks_at_no_device() -> None:
+    rules, book = DeviceRules(), AlertBook()
+    for number in range(1000):
+        rules.seen(book, f"ps-{number}", "parking", W0 + number, NOW)
+    assert rules.check_offline(book, W0 + HOUR, NOW) == []
+    assert rules.next_due_ms == W0 + 36 * HOUR  # the earliest deadline: the first sensor's
+    rules.devices.clear()  # a check before that must not look at them
+    assert rules.check_offline(book, W0 + 36 * HOUR - 1, NOW) == []
+    assert rules.next_due_ms == W0 + 36 * HOUR
 
 
 # --- devices: battery ----------------------------------------------------------------------------

@@ -227,6 +227,11 @@ class Record:
     seq: int | None
 
 
+def _crosses_a_window_end(after_ms: int, until_ms: int, policy: WindowPolicy) -> bool:
+    """Whether a window of either size can end in (after_ms, until_ms]."""
+    return any(until_ms // size > after_ms // size for size in (policy.short_ms, policy.long_ms))
+
+
 class WindowedAggregate:
     """One partition's aggregation state: clock, duplicates, and the stream's windows.
 
@@ -305,6 +310,11 @@ class WindowedAggregate:
         if frontier is None or (previous is not None and frontier <= previous):
             return []
         self.final_until_ms = frontier
+        if previous is not None and not _crosses_a_window_end(previous, frontier, self.policy):
+            # windows end at multiples of their size (UTC-aligned): none ends in (previous, frontier],
+            # so there is nothing to look for among the windows held (the rules run several times a
+            # second, and a partition may hold tens of thousands of windows)
+            return []
         return self._finals(previous, frontier)
 
     def expire(self, horizon_ms: int | None = None) -> None:

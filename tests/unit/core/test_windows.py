@@ -383,3 +383,50 @@ def test_dedup_load_copies_intervals() -> None:
     restored.first_time("a", 2, BASE)
     assert data["seqs"]["a"] == [[0, 1, BASE]]  # the snapshot is not mutated
     assert Dedup.load({}).seqs == {}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_finalize_in_small_steps_gives_every_final_window_once_in_order(seed: int) -> None:
+    """The rules call ``finalize`` several times a second and most calls cross no window end (they
+    skip the windows held): the windows they return, one call after another, are exactly those a
+    single call returns at the end, in the same order (minutes and hours of environment stations)."""
+    from schemas.readings import EnvReading
+    from streams.core.registry import Registry
+    from streams.kinds import environment
+
+    rng = random.Random(seed)
+    t0 = 1_795_294_800_000  # 2026-11-21T21:00:00Z, an hour's start
+    registry = Registry()
+    stepped = environment.KIND.aggregate(WindowPolicy(), registry)  # type: ignore[misc]
+    at_once = environment.KIND.aggregate(WindowPolicy(), registry)  # type: ignore[misc]
+    for number, ts in enumerate(sorted(t0 + rng.randrange(0, 3 * 3_600_000) for _ in range(300))):
+        document = {"device_id": f"env-{rng.randrange(3)}", "ts": ts, "seq": number, "pm25_ugm3": 12.0}
+        sample = environment.StationSample.of(EnvReading.model_validate(document), registry)
+        stepped.fold(sample, t0)
+        at_once.fold(sample, t0)
+    finals = []
+    wall = t0
+    while wall < t0 + 4 * 3_600_000:
+        wall += rng.choice([1, 200, 999, 30_000, 59_999, 60_000, 61_000])
+        finals += stepped.finalize(wall, watermark_ms=wall)
+    expected = at_once.finalize(wall, watermark_ms=wall)
+    assert [(type(w).__name__, w.start_ms) for w in finals] == [(type(w).__name__, w.start_ms) for w in expected]
+    assert len(expected) > 100 and any(type(w).__name__ == "StationHour" for w in expected)
+
+
+def test_finalize_looks_at_the_windows_only_when_one_can_have_ended() -> None:
+    from streams.core.windows import WindowedAggregate
+
+    looked: list[tuple[int | None, int]] = []
+
+    class Probe(WindowedAggregate):
+        def _finals(self, after_ms: int | None, until_ms: int) -> list[object]:
+            looked.append((after_ms, until_ms))
+            return []
+
+    aggregate = Probe(WindowPolicy(grace_ms=0))
+    hour = 1_795_294_800_000
+    for wall in (hour + 10, hour + 20, hour + 59_999, hour + 60_000, hour + 60_001, hour + 3_600_000):
+        aggregate.finalize(wall, watermark_ms=wall)
+    # the first call, the minute's end at hour + 60 s, and the next hour
+    assert looked == [(None, hour + 10), (hour + 59_999, hour + 60_000), (hour + 60_001, hour + 3_600_000)]

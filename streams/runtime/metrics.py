@@ -138,6 +138,14 @@ class Readiness:
         return not failed, body
 
 
+class CheckpointView(Protocol):
+    """What the metrics read of the checkpoints (:class:`streams.runtime.checkpoint.Checkpointer`)."""
+
+    checkpoints: int
+    last_checkpoint_s: float
+    last_snapshots_s: float
+
+
 @dataclass
 class MetricSources:
     """Where the figures live; every field is read at scrape time."""
@@ -147,6 +155,7 @@ class MetricSources:
     dropped: Mapping[str, Counter[str]]  # stream kind -> {duplicate, late} counts
     outbox: AlertOutbox | None = None
     works: Callable[[], Iterable[PartitionWork]] = lambda: ()
+    checkpointer: CheckpointView | None = None
     consumer: ConsumerView | None = None
     readiness: Readiness = field(default_factory=Readiness)
     wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
@@ -164,6 +173,27 @@ class WorkerCollector(Collector):
         yield from self._influx()
         yield from self._alerts()
         yield from self._partitions()
+        yield from self._checkpoints()
+
+    def _checkpoints(self) -> Iterator[Metric]:
+        checkpointer = self.sources.checkpointer
+        if checkpointer is None:
+            return
+        yield CounterMetricFamily(
+            "citystream_checkpoints",
+            "Checkpoints completed (points written, state saved, offsets committed).",
+            value=checkpointer.checkpoints,
+        )
+        yield GaugeMetricFamily(
+            "citystream_checkpoint_seconds",
+            "Duration of the last checkpoint, from its start until its messages were acknowledged.",
+            value=checkpointer.last_checkpoint_s,
+        )
+        yield GaugeMetricFamily(
+            "citystream_checkpoint_snapshot_seconds",
+            "Of the last checkpoint, the time spent taking the partitions' window points and snapshots.",
+            value=checkpointer.last_snapshots_s,
+        )
 
     def _ingest(self) -> Iterator[Metric]:
         stats = self.sources.ingest

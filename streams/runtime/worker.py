@@ -200,6 +200,7 @@ class Runtime:
             dropped=self.dropped,
             outbox=self.outbox,
             works=lambda: list(self.checkpointer.works.values()),
+            checkpointer=self.checkpointer,
         )
         self.observability = Observability(self.app, sources, self.writer, sinks, settings.kafka_bootstrap)
 

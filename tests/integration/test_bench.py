@@ -64,6 +64,11 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
         assert figures[f"cpu_ratio_{shape}"] == pytest.approx(worker / loop, rel=0.05)
     # probes every 100 ms for 15 s, each seen in InfluxDB
     assert 0 < figures["p50_latency_s"] <= figures["p99_latency_s"] < 30
+    # the worker's checkpoints, every second of the load: durations, of which the snapshots
+    rows = [line.split(",") for line in (tmp_path / "latency" / "checkpoints.csv").read_text().splitlines()[1:]]
+    assert len(rows) >= 12
+    assert any(float(total) > 0 for _, total, _ in rows)
+    assert all(0 <= float(snapshots) <= float(total) for _, total, snapshots in rows)
 
 
 def test_bench_runs_the_throughput_phases_again_with_two_worker_processes(tmp_path: Path) -> None:

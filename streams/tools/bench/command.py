@@ -340,6 +340,15 @@ def figures_table(
             "",
         )
         table.add_row("latency phase: peak RSS MB", f"{latency.peak_rss_mb:.0f}", "")
+        if latency.checkpoints:
+            quarter = max(1, len(latency.checkpoints) // 4)
+            first, last = latency.checkpoints[:quarter], latency.checkpoints[-quarter:]
+            table.add_row(
+                "latency phase: checkpoint s, first / last quarter (of it snapshots), median",
+                f"{statistics.median(c[1] for c in first):.3f} ({statistics.median(c[2] for c in first):.3f}) / "
+                f"{statistics.median(c[1] for c in last):.3f} ({statistics.median(c[2] for c in last):.3f})",
+                "",
+            )
     if single is not None:
         table.caption = f"{devices:,} distinct devices in the single-reading phase"
     return table

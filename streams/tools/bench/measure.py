@@ -258,6 +258,9 @@ class Latency:
     started: float = 0.0
     peak_rss_mb: float = 0.0
     alerts: dict[str, float] = field(default_factory=dict)
+    # every second of the load: seconds since it started, the worker's last checkpoint and, of it,
+    # the snapshots (citystream_checkpoint_seconds, citystream_checkpoint_snapshot_seconds)
+    checkpoints: list[tuple[float, float, float]] = field(default_factory=list)
     lost: int = 0  # probes not in InfluxDB a few seconds after the load stopped
     seconds: float = 0.0  # how long the load ran
 

@@ -187,10 +187,12 @@ class Bench:
                 time.sleep(0.5)
             asyncio.run(self._warm_up(stack, worker))
             task = self._task(f"latency: {rate:,.0f} readings/s", seconds)
-            result.sent = asyncio.run(self._steady_load(stack, worker, rate, seconds, task, result))
+            result.sent = asyncio.run(self._steady_load(stack, worker, rate, seconds, task, result, port))
             # each probe: seconds since the load started, and its latency
             lines = [f"{at:.3f},{latency:.3f}" for at, latency in result.timeline]
             (root / "probes.csv").write_text("\n".join(["sent_s,latency_s", *lines]) + "\n")
+            lines = [f"{at:.1f},{total:.3f},{snapshots:.3f}" for at, total, snapshots in result.checkpoints]
+            (root / "checkpoints.csv").write_text("\n".join(["at_s,checkpoint_s,snapshots_s", *lines]) + "\n")
         finally:
             worker.stop()
             if spy is not None:
@@ -262,7 +264,14 @@ class Bench:
             await producer.stop()
 
     async def _steady_load(
-        self, stack: Stack, worker: WorkerProcess, rate: float, seconds: float, task: TaskID, result: Latency
+        self,
+        stack: Stack,
+        worker: WorkerProcess,
+        rate: float,
+        seconds: float,
+        task: TaskID,
+        result: Latency,
+        port: int | None = None,
     ) -> int:
         producer = AIOKafkaProducer(bootstrap_servers=stack.kafka.address, linger_ms=5)
         await producer.start()
@@ -276,7 +285,7 @@ class Bench:
         sent, owed, i, seq = 0, 0.0, 0, 0
         started = time.monotonic()
         result.started = time.perf_counter()
-        next_probe = started
+        next_probe = next_scrape = started
         try:
             while (elapsed := time.monotonic() - started) < seconds:
                 now_ms = time.time_ns() // 1_000_000
@@ -300,6 +309,17 @@ class Bench:
                     sent_at[now_ms] = time.perf_counter()
                     await producer.send(TAXI, orjson.dumps(probe), key=PROBE_DEVICE.encode())
                     next_probe += PROBE_EVERY_S
+                if port is not None and time.monotonic() >= next_scrape:
+                    next_scrape += 1.0
+                    with contextlib.suppress(OSError):
+                        text = await asyncio.to_thread(scrape, port)
+                        result.checkpoints.append(
+                            (
+                                elapsed,
+                                metric(text, "citystream_checkpoint_seconds"),
+                                metric(text, "citystream_checkpoint_snapshot_seconds"),
+                            )
+                        )
                 sent = i
                 self.progress.update(task, completed=elapsed)
                 if rss := rss_mb(worker.pid) if worker.pid else 0.0:

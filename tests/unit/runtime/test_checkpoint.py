@@ -118,6 +118,9 @@ async def test_points_are_durable_before_the_snapshot_and_the_snapshot_before_th
     assert any(line.startswith("environment_1m,") and "readings=3i" in line for line in writer.lines)
     offset, state = decode_snapshot(store.blobs[(ENV, 0)])
     assert offset == 2 and state["aggregate"]
+    # what /metrics reports of it
+    assert checkpointer.checkpoints == 1
+    assert 0 < checkpointer.last_snapshots_s <= checkpointer.last_checkpoint_s
 
 
 async def test_while_influxdb_fails_nothing_is_saved_nor_acknowledged() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -172,6 +173,7 @@ def test_exposition_after_known_work() -> None:
         consumer=Consumer({(ENV_TOPIC, 0): 10, (ENV_TOPIC, 1): 5}, {(ENV_TOPIC, 1): 4}, {(ENV_TOPIC, 0): 2}),
         readiness=readiness,
         wall_ms=lambda: NOW_MS,
+        checkpointer=SimpleNamespace(checkpoints=3, last_checkpoint_s=0.25, last_snapshots_s=0.0625),
     )
     text = exposition(worker_registry(sources)).decode()
     series = samples(text)
@@ -214,6 +216,9 @@ def test_exposition_after_known_work() -> None:
     assert value(series, "citystream_snapshot_bytes", topic=ENV_TOPIC) == len(blob) > 0
     assert value(series, "citystream_assigned_partitions") == 2
     assert value(series, "citystream_ready") == 1
+    assert value(series, "citystream_checkpoints_total") == 3
+    assert value(series, "citystream_checkpoint_seconds") == 0.25
+    assert value(series, "citystream_checkpoint_snapshot_seconds") == 0.0625
     assert "# TYPE citystream_influx_write_seconds histogram" in text
     assert "# TYPE citystream_consumer_lag gauge" in text
 

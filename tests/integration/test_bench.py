@@ -45,6 +45,7 @@ def test_bench_runs_every_phase_and_ends_with_the_figures(tmp_path: Path) -> Non
         "worker_cpu_us_per_reading_batch_processes",
         "capacity_readings_per_s",
         "broker",
+        "kind",
     }
     assert figures["capacity_readings_per_s"] is None  # not run
     assert figures["broker"] == "tansu"

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from schemas.readings import SourceKind
 from streams.tools import localstack
 from streams.tools.bench.load import batch_messages, single_messages
 from streams.tools.bench.measure import Latency, RampStep, Throughput, percentile
@@ -37,6 +38,14 @@ CAPACITY_P99_S = 2.0  # the latency a sustained rate keeps produce-to-InfluxDB p
     default=100_000,
     show_default=True,
     help="Distinct devices of the single-reading phase (the worker's peak RSS is measured there).",
+)
+@click.option(
+    "--kind",
+    "only_kind",
+    type=click.Choice(["taxi", "parking", "environment"]),
+    default=None,
+    help="Readings of this kind only in the single and batch phases, from --devices devices of it "
+    "(default: the city's mix).",
 )
 @click.option(
     "--rate", type=click.FloatRange(min=1), default=5000.0, show_default=True, help="Readings/s of the latency phase."
@@ -114,6 +123,7 @@ def bench_command(
     readings: int,
     batch_size: int,
     devices: int,
+    only_kind: str | None,
     rate: float,
     latency_seconds: float,
     capacity_start: float,
@@ -147,6 +157,7 @@ def bench_command(
         raise click.BadParameter(f"choose among {', '.join(sorted(PHASES))}", param_hint="--phases")
     phases = ",".join(sorted(chosen))
     timeout_s = max(600.0, readings / 500)
+    only = None if only_kind is None else SourceKind(only_kind).topic
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -170,14 +181,14 @@ def bench_command(
             suffix = "" if count == 1 else f"-{count}p"
             if "single" in phases:
                 start_ms = time.time_ns() // 1_000_000 - 300_000
-                messages = single_messages(readings, devices, start_ms, 240_000)
+                messages = single_messages(readings, devices, start_ms, 240_000, only=only)
                 run = bench.throughput("single" + suffix, messages, readings, 1, timeout_s, count)
                 single = run if count == 1 else single
                 if count > 1:
                     more["single"] = run
             if "batch" in phases:
                 start_ms = time.time_ns() // 1_000_000 - 300_000
-                messages = batch_messages(readings, batch_size, start_ms, 240_000)
+                messages = batch_messages(readings, batch_size, start_ms, 240_000, only=only)
                 run = bench.throughput("batch" + suffix, messages, readings, batch_size, timeout_s, count)
                 batch = run if count == 1 else batch
                 if count > 1:
@@ -191,6 +202,7 @@ def bench_command(
         "capacity_readings_per_s": capacity(ramp),
         **processes_figures(processes, more.get("single"), more.get("batch")),
         "broker": broker,
+        "kind": only_kind,
     }
     console.print(figures_table(figures, single, batch, latency, batch_size=batch_size, rate=rate, devices=devices))
     if more:

@@ -80,16 +80,22 @@ class CityMix:
     """Readings as a city sends them: 60% taxi, 30% parking, 10% environment by count, from
     ``devices`` devices of which 5% are taxis (they report often), 1% stations and the rest parking
     sensors (many, each reporting rarely: a change of state, a heartbeat). Every device's readings
-    come in order, with a rising ``seq``."""
+    come in order, with a rising ``seq``. With ``only`` (a source topic), readings of that kind alone,
+    from ``devices`` devices of it."""
 
-    def __init__(self, devices: int, seed: int) -> None:
+    def __init__(self, devices: int, seed: int, only: str | None = None) -> None:
         self.rng = random.Random(seed)
-        self.pools = {TAXI: max(1, devices * 5 // 100), ENV: max(1, devices // 100)}
-        self.pools[PARKING] = max(1, devices - self.pools[TAXI] - self.pools[ENV])
+        self.only = only
+        if only is not None:
+            self.pools = {only: max(1, devices)}
+        else:
+            self.pools = {TAXI: max(1, devices * 5 // 100), ENV: max(1, devices // 100)}
+            self.pools[PARKING] = max(1, devices - self.pools[TAXI] - self.pools[ENV])
         self.sent = dict.fromkeys(self.pools, 0)
 
-    @staticmethod
-    def topic_of(i: int) -> str:
+    def topic_of(self, i: int) -> str:
+        if self.only is not None:
+            return self.only
         return TAXI if i % 10 < 6 else PARKING if i % 10 < 9 else ENV
 
     def reading(self, topic: str, ts: int, device: int | None = None, seq: int | None = None) -> dict[str, Any]:
@@ -109,20 +115,24 @@ class CityMix:
         return env_reading(f"env-{device:06d}", ts, seq, rng)
 
 
-def single_messages(readings: int, devices: int, start_ms: int, span_ms: int, seed: int = 1) -> Iterator[Message]:
+def single_messages(
+    readings: int, devices: int, start_ms: int, span_ms: int, seed: int = 1, only: str | None = None
+) -> Iterator[Message]:
     """Single-reading messages of a :class:`CityMix`, spread over ``span_ms``."""
-    mix = CityMix(devices, seed)
+    mix = CityMix(devices, seed, only)
     for i in range(readings):
         topic = mix.topic_of(i)
         reading = mix.reading(topic, start_ms + i * span_ms // readings)
         yield topic, reading["device_id"].encode(), orjson.dumps(reading)
 
 
-def batch_messages(readings: int, batch_size: int, start_ms: int, span_ms: int, seed: int = 2) -> Iterator[Message]:
+def batch_messages(
+    readings: int, batch_size: int, start_ms: int, span_ms: int, seed: int = 2, only: str | None = None
+) -> Iterator[Message]:
     """Envelopes of ``batch_size`` readings of one device (a gateway's buffered upload), the kinds
-    in the proportions of :class:`CityMix`."""
+    in the proportions of :class:`CityMix` (or ``only`` one)."""
     batches = max(1, readings // batch_size)
-    mix = CityMix(batches, seed)
+    mix = CityMix(batches, seed, only)
     step = max(1, span_ms // batch_size)
     for b in range(batches):
         topic = mix.topic_of(b)

@@ -153,3 +153,13 @@ def test_the_capacity_is_the_fastest_step_that_held() -> None:
     assert capacity(ramp) == 3125
     assert capacity(ramp[2:]) is None
     assert capacity([]) is None
+
+
+def test_one_kind_only_from_devices_of_that_kind() -> None:
+    singles = list(single_messages(3000, 100, 1_700_000_000_000, 60_000, only=ENV))
+    assert {topic for topic, _, _ in singles} == {ENV}
+    assert len({key for _, key, _ in singles}) == 100  # --devices stations
+    for _, _, value in singles[:50]:
+        EnvReading.model_validate(orjson.loads(value))
+    batches = list(batch_messages(1000, 50, 1_700_000_000_000, 60_000, only=PARKING))
+    assert len(batches) == 20 and {topic for topic, _, _ in batches} == {PARKING}

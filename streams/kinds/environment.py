@@ -83,6 +83,8 @@ class StationWindow:
 
     def count_flags(self, flags: Flags, sign: int) -> None:
         """Count (``sign`` 1) or uncount (-1) a reading's flags."""
+        if not flags:  # passed every test: nothing to count (most readings)
+            return
         worst = level(flags)
         if worst == SUSPECT:
             self.qc_suspect += sign

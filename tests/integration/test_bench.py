@@ -101,18 +101,26 @@ def test_bench_runs_on_apache_kafka_and_says_so(tmp_path: Path) -> None:
 
 
 def test_the_capacity_ramp_steps_up_until_its_limit(tmp_path: Path) -> None:
-    """Three steps (500, 625 and 781 readings/s, 10 s each) that one worker holds easily: the
-    capacity is the last of them, and the table shows every step with its probes."""
+    """Steps of 500, 625 and 781 readings/s (10 s each) up to a limit of 800: each is listed with
+    its probes until the first that did not hold, and the capacity is the fastest that held. One
+    worker holds these rates easily; on a loaded machine a step may not, and the ramp stops there."""
     command = [*WorkerProcess.command()[:-1], "bench", "--phases", "capacity", "--capacity-start", "500"]
     command += ["--capacity-max", "800", "--capacity-step-seconds", "10", "--dir", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    assert figures["capacity_readings_per_s"] == 781
     assert figures["single_readings_per_s"] is None and figures["p99_latency_s"] is None
-    steps = [line for line in done.stdout.splitlines() if line.count("│") >= 6 and "yes" in line]
-    assert [line.split("│")[1].strip() for line in steps] == ["500", "625", "781"]
-    # each step: about 100 probes (one every 100 ms), every one landed
-    for line in steps:
-        probes = line.split("│")[5].strip()
-        assert probes.endswith("(0)") and 90 <= int(probes.split()[0]) <= 110, line
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in done.stdout.splitlines()]
+    steps = [row for row in rows if len(row) == 6 and row[-1] in ("yes", "no")]
+    asked = [row[0] for row in steps]
+    held = [row[-1] == "yes" for row in steps]
+    assert asked == ["500", "625", "781"][: len(asked)] and steps, done.stdout[-3000:]
+    # the ramp goes on while steps hold, and stops at the limit or at the first that did not
+    assert all(held[:-1]) and (len(asked) == 3 or not held[-1]), done.stdout[-3000:]
+    fastest = max((int(row[0].replace(",", "")) for row, ok in zip(steps, held, strict=True) if ok), default=None)
+    assert figures["capacity_readings_per_s"] == fastest
+    # each step: about 100 probes (one every 100 ms), each landed or counted as endless
+    for row in steps:
+        probes, lost = row[4].split()
+        assert 90 <= int(probes) + int(lost.strip("()")) <= 110, row
+        assert row[-1] == "no" or lost == "(0)", row

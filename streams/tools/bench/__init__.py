@@ -11,7 +11,7 @@ Phases, each on a fresh local stack (Tansu and InfluxDB on their own ports):
    100 ms carries its send time as its ``ts``, and a poller sees when its raw point is in InfluxDB.
    Parking lots that fill and empty in alternate minutes make alerts on every final minute; the
    worker measures their latency (final window to alert on the topic) and logs it at shutdown.
-4. capacity: the load of the latency phase in steps of 30 s (``--capacity-step-seconds``), each
+4. capacity: the load of the latency phase, 15 s unmeasured, then in steps of 30 s (``--capacity-step-seconds``), each
    1.25 times faster than the one before, from ``--capacity-start``; the capacity is the fastest
    step sent in full whose probes' p99 stayed within 2 s.
 

@@ -54,6 +54,7 @@ from streams.tools.workerprocess import WorkerProcess
 
 POLL_S = 0.2  # how often the worker's counters and InfluxDB are polled
 DRAIN_S = 10.0  # how long the probes of a steady load have to land once it stops
+SETTLE_S = 15.0  # the capacity ramp's unmeasured load before its first step
 
 
 class Bench:
@@ -179,13 +180,7 @@ class Bench:
         spy = self._profile(worker, "latency")
         result = Latency()
         try:
-            asyncio.run(ensure_topics(stack.kafka.address, contract_topics(PARTITIONS)))
-            deadline = time.monotonic() + 120
-            while metric(scrape(port), "citystream_ready") < 1:
-                if not worker.alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"the worker did not become ready:\n{worker.log()[-3000:]}")
-                time.sleep(0.5)
-            asyncio.run(self._warm_up(stack, worker))
+            self._until_it_writes(stack, worker, port)
             task = self._task(f"latency: {rate:,.0f} readings/s", seconds)
             result.sent = asyncio.run(self._steady_load(stack, worker, rate, seconds, task, result, port))
             # each probe: seconds since the load started, and its latency
@@ -207,20 +202,19 @@ class Bench:
         """The ramp: the single-reading load of the latency phase at ``start_rate``, then ``factor``
         times faster, step after step on one worker, until p99 produce-to-InfluxDB exceeds ``limit_s``,
         the load cannot be sent at the rate, or the next step would be over ``max_rate``. Between two
-        steps the load pauses until every probe has landed, so that each step starts with no backlog."""
+        steps the load pauses until every probe has landed, so that each step starts with no backlog.
+        Before the first step, the load runs unmeasured for :data:`SETTLE_S` seconds."""
         root = self.root / "capacity"
         stack = Stack.start(root, self.broker)
         worker, (port,) = start_worker(stack, root, self.settings)
         spy = self._profile(worker, "capacity")
         steps: list[RampStep] = []
         try:
-            asyncio.run(ensure_topics(stack.kafka.address, contract_topics(PARTITIONS)))
-            deadline = time.monotonic() + 120
-            while metric(scrape(port), "citystream_ready") < 1:
-                if not worker.alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"the worker did not become ready:\n{worker.log()[-3000:]}")
-                time.sleep(0.5)
-            asyncio.run(self._warm_up(stack, worker))
+            self._until_it_writes(stack, worker, port)
+            # the first seconds of a new worker's load are slower (its first checkpoints, the alert
+            # state read): settle at the first rate, unmeasured, so that the ramp measures the rate
+            task = self._task(f"capacity: settling at {start_rate:,.0f} readings/s", SETTLE_S)
+            asyncio.run(self._steady_load(stack, worker, start_rate, SETTLE_S, task, Latency()))
             rate = start_rate
             while True:
                 task = self._task(f"capacity: {rate:,.0f} readings/s", step_seconds)
@@ -244,6 +238,16 @@ class Bench:
             if spy is not None:
                 spy.wait(timeout=60)
             stack.stop()
+
+    def _until_it_writes(self, stack: Stack, worker: WorkerProcess, port: int) -> None:
+        """Until the worker is ready and a reading sent now reaches InfluxDB."""
+        asyncio.run(ensure_topics(stack.kafka.address, contract_topics(PARTITIONS)))
+        deadline = time.monotonic() + 120
+        while metric(scrape(port), "citystream_ready") < 1:
+            if not worker.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not become ready:\n{worker.log()[-3000:]}")
+            time.sleep(0.5)
+        asyncio.run(self._warm_up(stack, worker))
 
     async def _warm_up(self, stack: Stack, worker: WorkerProcess, timeout_s: float = 120) -> None:
         """Until a reading sent now reaches InfluxDB: the consumer group has settled, the clock can start."""

@@ -176,23 +176,22 @@ class WorkerCollector(Collector):
         yield from self._checkpoints()
 
     def _checkpoints(self) -> Iterator[Metric]:
-        checkpointer = self.sources.checkpointer
-        if checkpointer is None:
-            return
+        checkpointer = self.sources.checkpointer  # None before the worker runs: every figure 0
         yield CounterMetricFamily(
             "citystream_checkpoints",
             "Checkpoints completed (points written, state saved, offsets committed).",
-            value=checkpointer.checkpoints,
+            value=checkpointer.checkpoints if checkpointer is not None else 0,
         )
         yield GaugeMetricFamily(
             "citystream_checkpoint_seconds",
             "Duration of the last checkpoint, from its start until its messages were acknowledged.",
-            value=checkpointer.last_checkpoint_s,
+            value=checkpointer.last_checkpoint_s if checkpointer is not None else 0.0,
         )
         yield GaugeMetricFamily(
             "citystream_checkpoint_snapshot_seconds",
-            "Of the last checkpoint, the time spent taking the partitions' window points and snapshots.",
-            value=checkpointer.last_snapshots_s,
+            "Of the last checkpoint, the time taken by the partitions' window points and snapshots (the event "
+            "loop runs between two partitions).",
+            value=checkpointer.last_snapshots_s if checkpointer is not None else 0.0,
         )
 
     def _ingest(self) -> Iterator[Metric]:

@@ -991,6 +991,9 @@ SPEC_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "citystream_alerts_total": ("counter", frozenset({"kind", "status"})),
     "citystream_assigned_partitions": ("gauge", frozenset()),
     "citystream_ready": ("gauge", frozenset()),
+    "citystream_checkpoints_total": ("counter", frozenset()),
+    "citystream_checkpoint_seconds": ("gauge", frozenset()),
+    "citystream_checkpoint_snapshot_seconds": ("gauge", frozenset()),
 }
 # labels Prometheus adds to every scraped series
 TARGET_LABELS = frozenset({"instance", "job"})

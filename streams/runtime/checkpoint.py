@@ -226,12 +226,16 @@ class Checkpointer:
     async def run(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.interval_s)
+            if self._stopping:  # stopped meanwhile: the last checkpoint is stop()'s, the producer may be gone
+                return
             await self.checkpoint()
 
     async def run_alert_rules(self, interval_s: float) -> None:
         """Evaluate the alert rules often, between checkpoints, so that alerts follow final windows fast."""
         while not self._stopping:
             await asyncio.sleep(interval_s)
+            if self._stopping:
+                return
             async with self._lock:
                 alerts = self._evaluate(self.clock_ms())
                 if alerts and self.outbox is not None:

@@ -227,3 +227,21 @@ async def test_a_checkpoint_lets_messages_through_between_two_partitions_and_kee
     await checkpointer.checkpoint()  # the next one takes what came on partition 0 meanwhile
     assert decode_snapshot(store.blobs[(ENV, 0)])[0] == 1
     assert [entry for entry in log if entry.startswith("ack")] == ["ack 0@1"]
+
+
+async def test_no_periodic_checkpoint_after_the_last_one() -> None:
+    """A worker stopping runs its last checkpoint (stop), then Faust stops the producer: the periodic
+    loop, asleep meanwhile, must not start another one (it would send to a stopped producer)."""
+    log: list[str] = []
+    clock = Clock(T0 + 5_000)
+    checkpointer, _, _ = setup(log, clock)
+    checkpointer.interval_s = 0.05
+    runs = asyncio.ensure_future(checkpointer.run())
+    rules = asyncio.ensure_future(checkpointer.run_alert_rules(0.05))
+    await asyncio.sleep(0.12)
+    await process(checkpointer, 0, 0, T0, log, clock)
+    await asyncio.sleep(0.01)  # the loops are asleep
+    await checkpointer.stop()
+    done = checkpointer.checkpoints
+    await asyncio.wait_for(asyncio.gather(runs, rules), timeout=1)
+    assert checkpointer.checkpoints == done

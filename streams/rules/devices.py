@@ -98,8 +98,6 @@ class DeviceRules:
                     now_ms=now_ms,
                 ),
             )
-            if not book.is_open(DEVICE_OFFLINE, device_id):  # not raised after all: due still
-                next_due_ms = min(next_due_ms, last + limit)
         self.next_due_ms = next_due_ms
         return alerts
 

@@ -315,15 +315,14 @@ class Bench:
                     next_probe += PROBE_EVERY_S
                 if port is not None and time.monotonic() >= next_scrape:
                     next_scrape += 1.0
-                    with contextlib.suppress(OSError):
-                        text = await asyncio.to_thread(scrape, port)
-                        result.checkpoints.append(
-                            (
-                                elapsed,
-                                metric(text, "citystream_checkpoint_seconds"),
-                                metric(text, "citystream_checkpoint_snapshot_seconds"),
-                            )
+                    text = await asyncio.to_thread(scrape, port)  # "" when the worker does not answer
+                    result.checkpoints.append(
+                        (
+                            elapsed,
+                            metric(text, "citystream_checkpoint_seconds"),
+                            metric(text, "citystream_checkpoint_snapshot_seconds"),
                         )
+                    )
                 sent = i
                 self.progress.update(task, completed=elapsed)
                 if rss := rss_mb(worker.pid) if worker.pid else 0.0:
